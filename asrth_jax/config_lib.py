@@ -1,0 +1,129 @@
+"""Config building blocks shared by `configs/*.py` (config as code, big_vision style).
+
+Every knob of the project lives here with its default; the files in `configs/` only
+override. Configs are returned locked, so a misspelt key is an error, not a new knob.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Exactly the released AdaSR model (`config/mix-resolution.yml` of the reference).
+RELEASED_MODEL = {
+    "common": {"num_kp": 15, "image_channel": 3, "feature_channel": 32},
+    "kp_detector": {
+        "temperature": 0.1, "block_expansion": 32, "max_features": 1024,
+        "scale_factor": 0.25, "num_blocks": 5, "reshape_channel": 16384,
+        "reshape_depth": 16,
+    },
+    "he_estimator": {
+        "block_expansion": 64, "num_bins": 66,
+        "stage_features": (256, 512, 1024, 2048), "stage_blocks": (3, 3, 5, 2),
+    },
+    "generator": {
+        "block_expansion": 64, "max_features": 512, "num_down_blocks": 2,
+        "reshape_channel": 32, "reshape_depth": 16, "num_resblocks": 6,
+        "estimate_occlusion_map": True, "decoder_out_features": 64, "decoder_hidden": 128,
+        "dense_motion": {
+            "block_expansion": 32, "max_features": 1024, "num_blocks": 5,
+            "reshape_depth": 16, "compress": 4,
+        },
+    },
+    "discriminator": {
+        "scales": (1,), "block_expansion": 32, "max_features": 512, "num_blocks": 4,
+        "sn": True,
+    },
+}
+
+
+def model_config(overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """The released model, with nested `overrides` applied."""
+    cfg = ml_collections.ConfigDict(RELEASED_MODEL)
+    if overrides:
+        _merge(cfg, overrides)
+    return cfg
+
+
+def _merge(cfg: ml_collections.ConfigDict, overrides: dict) -> None:
+    for key, value in overrides.items():
+        if key not in cfg:
+            raise KeyError(f"unknown config key {key!r}; known: {sorted(cfg.keys())}")
+        if isinstance(value, dict):
+            _merge(cfg[key], value)
+        else:
+            cfg[key] = value
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """All knobs with the reference's training numbers (batch 4 per device at 512)."""
+    from data_pipelines.config import default_data_config
+
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.image_size = 512
+    c.model = model_config()
+    c.data = default_data_config()
+
+    c.train = ml_collections.ConfigDict()
+    c.train.global_batch_size = 4
+    c.train.num_steps = 1_000_000
+    c.train.compute_dtype = "float32"  # or "bfloat16"; parameters stay float32
+    c.train.remat = False
+    c.train.gan_mode = "hinge"  # or "ls"
+    c.train.grad_clip_norm = 0.0  # 0 disables clipping
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 2e-4
+    c.optim.b1 = 0.5
+    c.optim.b2 = 0.999
+    c.optim.decay_milestones = (200_000,)  # steps; x0.1 at each
+    c.optim.decay_factor = 0.1
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.perceptual = (10.0, 10.0, 10.0, 10.0, 10.0)
+    c.loss.perceptual_scales = (1.0, 0.5, 0.25, 0.125)
+    c.loss.perceptual_network = "lpips_vgg16"  # or "vgg19" (needs converted weights)
+    c.loss.vgg19_weights = ""
+    c.loss.generator_gan = 1.0
+    c.loss.discriminator_gan = 1.0
+    c.loss.feature_matching = (10.0, 10.0, 10.0, 10.0)
+    c.loss.equivariance_value = 10.0
+    c.loss.keypoint_prior = 10.0
+    c.loss.keypoint_margin = 0.1
+    c.loss.keypoint_depth = 0.33
+    c.loss.headpose = 20.0
+    c.loss.hopenet_weights = ""  # converted HopeNet; without it the weight is forced to 0
+    c.loss.expression = 5.0
+    c.loss.reconstruction_l1 = 0.0
+    c.loss.sigma_affine = 0.05
+    c.loss.sigma_tps = 0.005
+    c.loss.points_tps = 5
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # -1: all devices not used by the other axis
+    c.mesh.fsdp = 1
+    c.mesh.shard_params = False  # shard params/optimizer state over `fsdp`
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 1000
+    c.checkpoint.keep = 3
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every_steps = 5000
+    c.eval.num_videos = 16
+    c.eval.max_frames = 32
+
+    c.log = ml_collections.ConfigDict()
+    c.log.scalars_every_steps = 50
+    c.log.images_every_steps = 1000
+    c.log.profile_steps = 5
+
+    c.cpu_collectives = ""  # "gloo" for multi-process CPU runs
+    return c
+
+
+def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Ties derived fields together and locks the config against unknown keys."""
+    config.data.image_size = config.image_size
+    config.lock()
+    return config

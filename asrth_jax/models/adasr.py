@@ -1,0 +1,86 @@
+"""The AdaSR networks built from a config, and the one-frame inference path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from asrth_jax.models.discriminator import MultiScaleDiscriminator
+from asrth_jax.models.generator import OcclusionAwareSPADEGenerator
+from asrth_jax.models.head_pose import HEEstimator, transform_keypoints
+from asrth_jax.models.keypoint_detector import KPDetector
+
+NETWORKS = ("generator", "kp_detector", "he_estimator", "discriminator")
+
+
+def _dtype(name: str | None):
+    return None if name in (None, "float32") else jnp.dtype(name)
+
+
+class AdaSRGenerator(nnx.Module):
+    """Everything trained with the generator loss: G, keypoint and head-pose nets."""
+
+    def __init__(self, model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs,
+                 dtype: str | None = None, remat: bool = False):
+        common = model_config.common
+        dt = _dtype(dtype)
+        self.generator = OcclusionAwareSPADEGenerator(
+            image_channel=common.image_channel, feature_channel=common.feature_channel,
+            num_kp=common.num_kp, remat=remat, rngs=rngs, dtype=dt,
+            dense_motion_params=dict(model_config.generator.dense_motion),
+            **{k: v for k, v in model_config.generator.items() if k != "dense_motion"})
+        self.kp_detector = KPDetector(num_kp=common.num_kp, image_channel=common.image_channel,
+                                      rngs=rngs, dtype=dt, **model_config.kp_detector)
+        he = dict(model_config.he_estimator)
+        self.he_estimator = HEEstimator(num_kp=common.num_kp,
+                                        image_channel=common.image_channel, rngs=rngs,
+                                        dtype=dt, **{k: tuple(v) if isinstance(v, list) else v
+                                                     for k, v in he.items()})
+
+    def source_state(self, source: jax.Array, source_lq: jax.Array | None = None) -> dict:
+        """What a source contributes once per video: canonical kp, pose, feature volume.
+
+        AdaSR: keypoints and pose come from the clean source; the appearance volume is
+        encoded from `source_lq` during training (the degraded copy).
+        """
+        kp_canonical = self.kp_detector(source)
+        he = self.he_estimator(source)
+        return {
+            "kp_canonical": kp_canonical,
+            "he": he,
+            "kp": transform_keypoints(kp_canonical, he),
+            "feature_3d": self.generator.encode_source(source if source_lq is None else source_lq),
+        }
+
+    def __call__(self, source: jax.Array, driving: jax.Array,
+                 source_lq: jax.Array | None = None) -> dict[str, Any]:
+        src = self.source_state(source, source_lq)
+        he_driving = self.he_estimator(driving)
+        kp_driving = transform_keypoints(src["kp_canonical"], he_driving)
+        out = self.generator.decode(src["feature_3d"], kp_driving, src["kp"])
+        out.update(kp_canonical=src["kp_canonical"], kp_source=src["kp"],
+                   kp_driving=kp_driving, he_source=src["he"], he_driving=he_driving)
+        return out
+
+
+def build_generator(model_config: ml_collections.ConfigDict, seed: int = 0,
+                    dtype: str | None = None, remat: bool = False) -> AdaSRGenerator:
+    return AdaSRGenerator(model_config, rngs=nnx.Rngs(seed), dtype=dtype, remat=remat)
+
+
+def build_discriminator(model_config: ml_collections.ConfigDict, seed: int = 1,
+                        dtype: str | None = None) -> MultiScaleDiscriminator:
+    disc = dict(model_config.discriminator)
+    disc["scales"] = tuple(disc["scales"])
+    return MultiScaleDiscriminator(num_channels=model_config.common.image_channel,
+                                   rngs=nnx.Rngs(seed), dtype=_dtype(dtype), **disc)
+
+
+def count_params(module: nnx.Module) -> int:
+    """Trainable parameters (spectral-norm vectors and BatchNorm statistics excluded)."""
+    state = nnx.state(module, nnx.Param)
+    return sum(int(x.size) for x in jax.tree.leaves(state))

@@ -1,0 +1,294 @@
+"""Building blocks shared by the AdaSR networks (NHWC / NDHWC layouts).
+
+Attribute names mirror the released PyTorch modules so the converter can map
+state-dict keys mechanically (see `asrth_jax/convert.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Dtype = Any
+
+# PyTorch defaults that decide eval-mode parity with the released checkpoint.
+NORM_EPSILON = 1e-5
+BATCHNORM_MOMENTUM = 0.9  # flax convention; torch momentum 0.1
+
+
+def conv(
+    in_features: int,
+    out_features: int,
+    kernel_size: int | tuple[int, ...],
+    *,
+    rngs: nnx.Rngs,
+    padding: int = 0,
+    stride: int | tuple[int, ...] = 1,
+    ndim: int = 2,
+    use_bias: bool = True,
+    dtype: Dtype = None,
+) -> nnx.Conv:
+    """A convolution with PyTorch-style symmetric integer padding."""
+    if isinstance(kernel_size, int):
+        kernel_size = (kernel_size,) * ndim
+    return nnx.Conv(
+        in_features,
+        out_features,
+        kernel_size=kernel_size,
+        strides=stride,
+        padding=[(padding, padding)] * ndim,
+        use_bias=use_bias,
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
+def batch_norm(features: int, *, rngs: nnx.Rngs, dtype: Dtype = None) -> nnx.BatchNorm:
+    return nnx.BatchNorm(
+        features,
+        momentum=BATCHNORM_MOMENTUM,
+        epsilon=NORM_EPSILON,
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
+def instance_norm(x: jax.Array, epsilon: float = NORM_EPSILON) -> jax.Array:
+    """Parameter-free instance norm over the spatial axes of an NHWC tensor."""
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(axis=(1, 2), keepdims=True)
+    var = jnp.square(x32 - mean).mean(axis=(1, 2), keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + epsilon)).astype(x.dtype)
+
+
+def upsample_nearest(x: jax.Array, factor: int = 2, spatial_axes: tuple[int, ...] = (1, 2)):
+    """Nearest-neighbour upsampling (PyTorch `F.interpolate` default mode)."""
+    for axis in spatial_axes:
+        x = jnp.repeat(x, factor, axis=axis)
+    return x
+
+
+def avg_pool_2x2(x: jax.Array) -> jax.Array:
+    """Non-overlapping 2x2 average over the last two spatial axes (H, W)."""
+    *lead, h, w, c = x.shape
+    x = x[..., : h // 2 * 2, : w // 2 * 2, :]
+    x = x.reshape(*lead, h // 2, 2, w // 2, 2, c)
+    return x.mean(axis=(-4, -2))
+
+
+class SpectralVector(nnx.Variable):
+    """Power-iteration vectors of spectral normalisation (state, not trained)."""
+
+
+def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    return x / jnp.maximum(jnp.linalg.norm(x), eps)
+
+
+class SpectralConv2d(nnx.Module):
+    """2D convolution whose kernel is divided by its largest singular value.
+
+    Eval mode uses the stored (u, v) as PyTorch does (no power iteration); train
+    mode runs one power iteration and stores the new vectors, like
+    `torch.nn.utils.spectral_norm`. `v` is kept in our kernel's (H, W, I) order.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int,
+        *,
+        rngs: nnx.Rngs,
+        padding: int = 0,
+        use_bias: bool = True,
+        dtype: Dtype = None,
+    ):
+        shape = (kernel_size, kernel_size, in_features, out_features)
+        init = nnx.initializers.lecun_normal()
+        self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
+        self.u = SpectralVector(_l2_normalize(jax.random.normal(rngs.params(), (out_features,))))
+        fan_in = kernel_size * kernel_size * in_features
+        self.v = SpectralVector(_l2_normalize(jax.random.normal(rngs.params(), (fan_in,))))
+        self.padding = padding
+        self.dtype = dtype
+        self.use_running_average = False
+
+    def normalized_kernel(self) -> jax.Array:
+        kernel = self.kernel[...]
+        matrix = kernel.reshape(-1, kernel.shape[-1]).T  # (out, kh*kw*in)
+        u, v = self.u[...], self.v[...]
+        if not self.use_running_average:
+            v = _l2_normalize(matrix.T @ u)
+            u = _l2_normalize(matrix @ v)
+            self.u[...] = jax.lax.stop_gradient(u)
+            self.v[...] = jax.lax.stop_gradient(v)
+        u, v = jax.lax.stop_gradient(u), jax.lax.stop_gradient(v)
+        sigma = u @ (matrix @ v)
+        return kernel / sigma
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = self.dtype or x.dtype
+        kernel = self.normalized_kernel().astype(dtype)
+        pad = [(self.padding, self.padding)] * 2
+        y = jax.lax.conv_general_dilated(
+            x.astype(dtype), kernel, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
+        return y
+
+
+class SameBlock2d(nnx.Module):
+    """conv -> BatchNorm -> ReLU (or LeakyReLU 0.01), resolution preserved."""
+
+    def __init__(self, in_features, out_features, kernel_size=3, padding=1, lrelu=False, *,
+                 rngs: nnx.Rngs, dtype: Dtype = None):
+        self.conv = conv(in_features, out_features, kernel_size, padding=padding, rngs=rngs,
+                         dtype=dtype)
+        self.norm = batch_norm(out_features, rngs=rngs, dtype=dtype)
+        self.lrelu = lrelu
+
+    def __call__(self, x):
+        x = self.norm(self.conv(x))
+        return nnx.leaky_relu(x, 0.01) if self.lrelu else nnx.relu(x)
+
+
+class DownBlock2d(nnx.Module):
+    """conv -> BatchNorm -> ReLU -> 2x2 average pool."""
+
+    def __init__(self, in_features, out_features, *, rngs: nnx.Rngs, dtype: Dtype = None):
+        self.conv = conv(in_features, out_features, 3, padding=1, rngs=rngs, dtype=dtype)
+        self.norm = batch_norm(out_features, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        return avg_pool_2x2(nnx.relu(self.norm(self.conv(x))))
+
+
+class UpBlock2d(nnx.Module):
+    """nearest x2 -> conv -> BatchNorm -> ReLU."""
+
+    def __init__(self, in_features, out_features, *, rngs: nnx.Rngs, dtype: Dtype = None):
+        self.conv = conv(in_features, out_features, 3, padding=1, rngs=rngs, dtype=dtype)
+        self.norm = batch_norm(out_features, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        return nnx.relu(self.norm(self.conv(upsample_nearest(x))))
+
+
+class DownBlock3d(nnx.Module):
+    """3D conv -> BatchNorm -> ReLU -> average pool over (H, W) only."""
+
+    def __init__(self, in_features, out_features, *, rngs: nnx.Rngs, dtype: Dtype = None):
+        self.conv = conv(in_features, out_features, 3, padding=1, ndim=3, rngs=rngs, dtype=dtype)
+        self.norm = batch_norm(out_features, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        return avg_pool_2x2(nnx.relu(self.norm(self.conv(x))))
+
+
+class UpBlock3d(nnx.Module):
+    """nearest x2 over (H, W) -> 3D conv -> BatchNorm -> ReLU."""
+
+    def __init__(self, in_features, out_features, *, rngs: nnx.Rngs, dtype: Dtype = None):
+        self.conv = conv(in_features, out_features, 3, padding=1, ndim=3, rngs=rngs, dtype=dtype)
+        self.norm = batch_norm(out_features, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        return nnx.relu(self.norm(self.conv(upsample_nearest(x, spatial_axes=(2, 3)))))
+
+
+class ResBlock(nnx.Module):
+    """Pre-activation residual block (BN -> ReLU -> conv) x2, 2D or 3D."""
+
+    def __init__(self, features, *, ndim: int = 2, rngs: nnx.Rngs, dtype: Dtype = None):
+        self.conv1 = conv(features, features, 3, padding=1, ndim=ndim, rngs=rngs, dtype=dtype)
+        self.conv2 = conv(features, features, 3, padding=1, ndim=ndim, rngs=rngs, dtype=dtype)
+        self.norm1 = batch_norm(features, rngs=rngs, dtype=dtype)
+        self.norm2 = batch_norm(features, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        out = self.conv1(nnx.relu(self.norm1(x)))
+        out = self.conv2(nnx.relu(self.norm2(out)))
+        return out + x
+
+
+class ResBottleneck(nnx.Module):
+    """ResNet bottleneck (1x1 -> 3x3 -> 1x1, BatchNorm, post-activation)."""
+
+    def __init__(self, features, stride, *, rngs: nnx.Rngs, dtype: Dtype = None):
+        mid = features // 4
+        self.conv1 = conv(features, mid, 1, rngs=rngs, dtype=dtype)
+        self.conv2 = conv(mid, mid, 3, padding=1, stride=stride, rngs=rngs, dtype=dtype)
+        self.conv3 = conv(mid, features, 1, rngs=rngs, dtype=dtype)
+        self.norm1 = batch_norm(mid, rngs=rngs, dtype=dtype)
+        self.norm2 = batch_norm(mid, rngs=rngs, dtype=dtype)
+        self.norm3 = batch_norm(features, rngs=rngs, dtype=dtype)
+        self.stride = stride
+        if stride != 1:
+            self.skip = conv(features, features, 1, stride=stride, rngs=rngs, dtype=dtype)
+            self.norm4 = batch_norm(features, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        out = nnx.relu(self.norm1(self.conv1(x)))
+        out = nnx.relu(self.norm2(self.conv2(out)))
+        out = self.norm3(self.conv3(out))
+        if self.stride != 1:
+            x = self.norm4(self.skip(x))
+        return nnx.relu(out + x)
+
+
+class SPADE(nnx.Module):
+    """Spatially-adaptive normalisation: instance norm modulated by a label map."""
+
+    def __init__(self, norm_features, label_features, hidden=128, *, rngs: nnx.Rngs,
+                 dtype: Dtype = None):
+        self.mlp_shared = conv(label_features, hidden, 3, padding=1, rngs=rngs, dtype=dtype)
+        self.mlp_gamma = conv(hidden, norm_features, 3, padding=1, rngs=rngs, dtype=dtype)
+        self.mlp_beta = conv(hidden, norm_features, 3, padding=1, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x, segmap):
+        normalized = instance_norm(x)
+        factor = x.shape[1] // segmap.shape[1]
+        if factor > 1:
+            segmap = upsample_nearest(segmap, factor)
+        actv = nnx.relu(self.mlp_shared(segmap))
+        return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+
+
+class SPADEResnetBlock(nnx.Module):
+    """SPADE residual block with spectral-normalised convolutions."""
+
+    def __init__(self, fin, fout, label_features, hidden=128, *, rngs: nnx.Rngs,
+                 dtype: Dtype = None):
+        self.learned_shortcut = fin != fout
+        fmiddle = min(fin, fout)
+        self.conv_0 = SpectralConv2d(fin, fmiddle, 3, padding=1, rngs=rngs, dtype=dtype)
+        self.conv_1 = SpectralConv2d(fmiddle, fout, 3, padding=1, rngs=rngs, dtype=dtype)
+        self.norm_0 = SPADE(fin, label_features, hidden, rngs=rngs, dtype=dtype)
+        self.norm_1 = SPADE(fmiddle, label_features, hidden, rngs=rngs, dtype=dtype)
+        if self.learned_shortcut:
+            self.conv_s = SpectralConv2d(fin, fout, 1, use_bias=False, rngs=rngs, dtype=dtype)
+            self.norm_s = SPADE(fin, label_features, hidden, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x, seg):
+        x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
+        dx = self.conv_0(nnx.leaky_relu(self.norm_0(x, seg), 0.2))
+        dx = self.conv_1(nnx.leaky_relu(self.norm_1(dx, seg), 0.2))
+        return x_s + dx
+
+
+def channels_to_depth(x: jax.Array, depth: int) -> jax.Array:
+    """(B, H, W, C*D) -> (B, D, H, W, C), matching torch's `.view(b, C, D, h, w)`."""
+    b, h, w, cd = x.shape
+    x = x.reshape(b, h, w, cd // depth, depth)
+    return jnp.transpose(x, (0, 4, 1, 2, 3))
+
+
+def depth_to_channels(x: jax.Array) -> jax.Array:
+    """(B, D, H, W, C) -> (B, H, W, C*D), matching torch's `.view(b, C*D, h, w)`."""
+    b, d, h, w, c = x.shape
+    return jnp.transpose(x, (0, 2, 3, 4, 1)).reshape(b, h, w, c * d)

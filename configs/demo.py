@@ -1,0 +1,38 @@
+"""CPU-sized demo: synthetic talking heads at 64x64 with narrow networks.
+
+The embedded default: needs no data download and trains on a laptop CPU.
+"""
+
+from asrth_jax import config_lib
+
+TINY_MODEL = {
+    "common": {"num_kp": 8, "feature_channel": 8},
+    "kp_detector": {"block_expansion": 8, "max_features": 64, "scale_factor": 0.5,
+                    "num_blocks": 3, "reshape_channel": 256, "reshape_depth": 4},
+    "he_estimator": {"block_expansion": 8, "stage_features": (32, 64, 128, 256),
+                     "stage_blocks": (1, 1, 1, 1)},
+    "generator": {"block_expansion": 16, "max_features": 64, "reshape_channel": 8,
+                  "reshape_depth": 8, "num_resblocks": 2, "decoder_out_features": 16,
+                  "decoder_hidden": 32,
+                  "dense_motion": {"block_expansion": 8, "max_features": 64, "num_blocks": 2,
+                                   "reshape_depth": 8, "compress": 2}},
+    "discriminator": {"block_expansion": 8, "max_features": 64, "num_blocks": 3},
+}
+
+
+def get_config():
+    c = config_lib.base_config()
+    c.image_size = 64
+    c.model = config_lib.model_config(TINY_MODEL)
+    c.data.kind = "synthetic"
+    c.train.global_batch_size = 8
+    c.train.num_steps = 2000
+    c.optim.decay_milestones = (1500,)
+    c.loss.perceptual_scales = (1.0, 0.5)
+    c.checkpoint.every_steps = 200
+    c.eval.every_steps = 200
+    c.eval.num_videos = 4
+    c.eval.max_frames = 8
+    c.log.scalars_every_steps = 10
+    c.log.images_every_steps = 100
+    return config_lib.finalize(c)
