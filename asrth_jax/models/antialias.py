@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gaussian_kernel_1d(scale: float) -> tuple[np.ndarray, int, int]:
     """Normalised 1-D Gaussian taps and the (before, after) zero padding for `scale`.
 
@@ -70,10 +70,20 @@ def anti_alias_downsample(images: jax.Array, scale: float) -> jax.Array:
     # HIGHEST precision: the blur is cheap and TPUs would otherwise use bf16 passes.
     hi = jax.lax.Precision.HIGHEST
     out = jax.lax.conv_general_dilated(
-        padded, k_h, (stride, 1), "VALID", dimension_numbers=dn,
-        feature_group_count=channels, precision=hi,
+        padded,
+        k_h,
+        (stride, 1),
+        "VALID",
+        dimension_numbers=dn,
+        feature_group_count=channels,
+        precision=hi,
     )
     return jax.lax.conv_general_dilated(
-        out, k_w, (1, stride), "VALID", dimension_numbers=dn,
-        feature_group_count=channels, precision=hi,
+        out,
+        k_w,
+        (1, stride),
+        "VALID",
+        dimension_numbers=dn,
+        feature_group_count=channels,
+        precision=hi,
     )
