@@ -1,0 +1,22 @@
+"""One-line, actionable failures for missing or unusable datasets."""
+
+from __future__ import annotations
+
+
+class DatasetNotFoundError(SystemExit):
+    """A configured dataset path is missing or empty.
+
+    Subclasses SystemExit on purpose: uncaught, Python prints just the message (one
+    line naming the path and the command that fixes it) instead of a traceback.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def prepare_hint(videos: str = "VIDEOS_DIR", out: str = "OUT_DIR", size: int = 256) -> str:
+    return f"python -m data_pipelines.prepare --videos {videos} --out {out} --size {size} --crop"
