@@ -46,7 +46,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.worker_count = 0  # Grain worker processes (0: decode in the main process)
     c.worker_buffer_size = 2  # batches buffered per worker
     c.read_threads = 4  # threads that fetch/transform records before batching
-    c.prefetch = 2  # batches prefetched by the reading threads
+    c.prefetch = 4  # batches prefetched by the reading threads (>= read_threads)
     c.synthetic = ml_collections.ConfigDict(
         {
             "num_train_identities": 200,
