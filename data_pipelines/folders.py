@@ -79,7 +79,7 @@ class FolderVideos:
         if video not in self._num_frames:
             path = self.paths[video]
             if path.is_dir():
-                n = len(video_io._frame_files(path))
+                n = len(video_io.frame_files(path))
                 self._num_frames[video] = min(n, self.max_frames or n)
             else:
                 self._frames(video)
@@ -88,8 +88,8 @@ class FolderVideos:
     def read_frames(self, video: int, frame_indices: Sequence[int]) -> np.ndarray:
         path = self.paths[video]
         if path.is_dir():  # frame folders are random access already: read only what we need
-            files = video_io._frame_files(path)
-            frames = np.stack([video_io._read_image(files[i]) for i in frame_indices])
+            files = video_io.frame_files(path)
+            frames = np.stack([video_io.read_image(files[i]) for i in frame_indices])
             return video_io.resize_frames(frames, self.size)
         return self._frames(video)[list(frame_indices)]
 

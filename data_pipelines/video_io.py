@@ -41,11 +41,11 @@ def video_name(path: Path) -> str:
     return name
 
 
-def _frame_files(folder: Path) -> list[Path]:
+def frame_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f"cannot decode frame image {path}; delete or replace the file")
@@ -59,10 +59,10 @@ def read_video(path: Path, max_frames: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     if path.is_dir():
-        files = _frame_files(path)[:max_frames]
+        files = frame_files(path)[:max_frames]
         if not files:
             raise ValueError(f"frame folder {path} holds no images; remove it or add frames")
-        return np.stack([_read_image(f) for f in files])
+        return np.stack([read_image(f) for f in files])
     cap = cv2.VideoCapture(str(path))
     frames = []
     try:

@@ -1,0 +1,124 @@
+"""Single-core throughput of the data path: pairs/s and where the time goes.
+
+    python -m data_pipelines.benchmark --sizes 256 512 --presets none downsample realesrgan2
+    python -m data_pipelines.benchmark --source tfds --tfds-dir OUT --sizes 256
+
+Runs read -> augment -> degrade on one core (OpenCV threads pinned to 1) so the
+number is "pairs per second per CPU core"; multiply by worker processes to size
+a host. ``--source jpeg`` (default) decodes in-memory JPEG frames of synthetic
+heads, which costs what reading a prepared TFDS dataset costs minus the disk.
+Prints one JSON object (and writes it to --out if given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from data_pipelines import synthetic, video_io
+from data_pipelines.augment import AugmentPair
+from data_pipelines.config import default_data_config
+from data_pipelines.degradation import PRESETS, DegradeSource, default_degradation_config
+from data_pipelines.sources import PairSource
+
+
+class _JpegVideos:
+    """In-memory JPEG clips (like a prepared dataset without the disk)."""
+
+    def __init__(self, size: int, num_videos: int = 4, num_frames: int = 16):
+        self.clips = [[video_io.encode_frame(f) for f in synthetic.render_video(v, num_frames,
+                                                                                 size)[0]]
+                      for v in range(num_videos)]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def num_frames(self, video: int) -> int:
+        return len(self.clips[video])
+
+    def name(self, video: int) -> str:
+        return f"jpeg{video}"
+
+    def read_frames(self, video: int, frame_indices) -> np.ndarray:
+        return np.stack([video_io.decode_frame(self.clips[video][i]) for i in frame_indices])
+
+
+def _source(kind: str, size: int, tfds_dir: str) -> PairSource:
+    if kind == "jpeg":
+        videos = _JpegVideos(size)
+    elif kind == "synthetic":
+        videos = synthetic.SyntheticVideos(range(8), 64, size)
+    else:
+        from data_pipelines.tfds_builder import TfdsVideos
+
+        videos = TfdsVideos(tfds_dir, "train")
+    return PairSource(videos, seed=0, num_repeats=1000)
+
+
+def run(size: int, preset: str, source: PairSource, num_pairs: int) -> dict:
+    """Time read / augment / degrade for ``num_pairs`` pairs on the calling thread."""
+    augment = AugmentPair(default_data_config().augmentation)
+    degrade = DegradeSource(default_degradation_config(preset))
+    rng = np.random.default_rng(0)
+    source[0]  # warm caches (textures, decoders)
+    t_read = t_aug = t_deg = 0.0
+    for i in range(num_pairs):
+        t0 = time.perf_counter()
+        element = source[i]
+        t1 = time.perf_counter()
+        element = augment.random_map(element, rng)
+        t2 = time.perf_counter()
+        element = degrade.random_map(element, rng)
+        t3 = time.perf_counter()
+        t_read, t_aug, t_deg = t_read + t1 - t0, t_aug + t2 - t1, t_deg + t3 - t2
+        assert element["source_lq"].shape == (size, size, 3)
+    total = t_read + t_aug + t_deg
+    return {
+        "size": size,
+        "preset": preset,
+        "pairs": num_pairs,
+        "pairs_per_s_per_core": round(num_pairs / total, 1),
+        "ms_per_pair": {"decode": round(1e3 * t_read / num_pairs, 2),
+                        "augment": round(1e3 * t_aug / num_pairs, 2),
+                        "degrade": round(1e3 * t_deg / num_pairs, 2)},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--size", type=int, help="a single size (overrides --sizes)")
+    p.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
+    p.add_argument("--preset", choices=PRESETS, help="a single preset (overrides --presets)")
+    p.add_argument("--source", choices=("jpeg", "synthetic", "tfds"), default="jpeg")
+    p.add_argument("--tfds-dir", default="", help="prepare --out folder for --source tfds")
+    p.add_argument("--pairs", type=int, default=100)
+    p.add_argument("--out", default="", help="also write the JSON here")
+    args = p.parse_args(argv)
+    if args.source == "tfds" and not args.tfds_dir:
+        raise SystemExit("--source tfds needs --tfds-dir (the --out of data_pipelines.prepare)")
+    cv2.setNumThreads(1)  # per-core numbers
+    sizes = [args.size] if args.size else args.sizes
+    presets = [args.preset] if args.preset else args.presets
+    results = []
+    for size in sizes:
+        source = _source(args.source, size, args.tfds_dir)
+        for preset in presets:
+            results.append(run(size, preset, source, args.pairs))
+            print(json.dumps(results[-1]), file=sys.stderr)
+    report = {"source": args.source, "cv2_threads": 1, "results": results}
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return report
+
+
+if __name__ == "__main__":
+    main()
