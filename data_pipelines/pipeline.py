@@ -20,6 +20,7 @@ from typing import Any
 import grain
 import ml_collections
 import numpy as np
+from absl import flags
 
 from data_pipelines import folders, synthetic
 from data_pipelines.augment import AugmentPair
@@ -134,6 +135,10 @@ def to_iterator(ds: grain.MapDataset, config: ml_collections.ConfigDict
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=config.read_threads,
                                                  prefetch_buffer_size=config.prefetch))
     if config.worker_count > 0:
+        # Grain's workers read absl flags; outside absl.app (tests, notebooks) nobody
+        # parsed them, so accept the defaults instead of failing in every worker.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=config.worker_count, per_worker_buffer_size=config.worker_buffer_size))
     return iter(it_ds)
