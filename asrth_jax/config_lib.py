@@ -127,3 +127,18 @@ def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.data.image_size = config.image_size
     config.lock()
     return config
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """Runs a config file's `get_config()`; a missing or broken file is one clear error."""
+    import importlib.util
+    import os
+
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: config file {path} does not exist (try configs/vox.py)")
+    spec = importlib.util.spec_from_file_location("_asrth_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise SystemExit(f"error: config file {path} defines no get_config()")
+    return module.get_config()
