@@ -91,8 +91,10 @@ def torch_model():
 def test_matches_torch_and_file_roundtrip(torch_model, tmp_path):
     path = tmp_path / "hopenet_robust_alpha1.pkl"
     torch.save(torch_model.state_dict(), path)
-    hopenet.convert_hopenet_file(path, tmp_path / "hopenet.npz")
-    ours = hopenet.load_hopenet_npz(tmp_path / "hopenet.npz")
+    # A non-.npz --out is a directory that receives hopenet.npz.
+    written = hopenet.convert_hopenet_file(path, tmp_path / "weights")
+    assert written == str(tmp_path / "weights" / "hopenet.npz")
+    ours = hopenet.load_hopenet_npz(written)
 
     x = np.random.default_rng(0).normal(size=(1, 224, 224, 3)).astype(np.float32)
     with torch.no_grad():

@@ -31,7 +31,8 @@ def test_vgg19_matches_torch_and_file_roundtrip(tmp_path):
     sd["classifier.0.weight"] = torch.zeros(2, 2)  # present in torchvision files, unused
     path = tmp_path / "vgg19.pth"
     torch.save(sd, path)
-    vgg.convert_vgg19_file(path, tmp_path / "out" / "vgg19.npz")
+    written = vgg.convert_vgg19_file(path, tmp_path / "out" / "vgg19.npz")
+    assert written == str(tmp_path / "out" / "vgg19.npz")
     ours = vgg.make_perceptual_network("vgg19", str(tmp_path / "out" / "vgg19.npz"))
 
     images = RNG.random((2, 48, 48, 3), dtype=np.float32)

@@ -31,6 +31,7 @@ from asrth_jax.models.vgg import (
     load_torch_state_dict,
     module_from_flat,
     module_to_flat,
+    resolve_npz_out,
     save_flat_npz,
 )
 
@@ -183,10 +184,16 @@ def hopenet_from_torch_state_dict(sd: Mapping[str, np.ndarray]) -> HopeNet:
     return module
 
 
-def convert_hopenet_file(torch_path: str | os.PathLike, out_path: str | os.PathLike) -> None:
-    """hopenet_robust_alpha1.pkl -> our .npz of flat 'layer1/0/conv1/kernel' keys."""
+def convert_hopenet_file(torch_path: str | os.PathLike, out_path: str | os.PathLike) -> str:
+    """hopenet_robust_alpha1.pkl -> .npz of flat 'layer1/0/conv1/kernel' keys; returns its path.
+
+    `out_path` ending in .npz is the file; anything else is a directory that gets
+    `hopenet.npz`.
+    """
     module = hopenet_from_torch_state_dict(load_torch_state_dict(torch_path))
-    save_flat_npz(out_path, module_to_flat(module))
+    out = resolve_npz_out(out_path, "hopenet.npz")
+    save_flat_npz(out, module_to_flat(module))
+    return out
 
 
 def load_hopenet_npz(path: str | os.PathLike) -> HopeNet:

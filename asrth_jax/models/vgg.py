@@ -146,6 +146,12 @@ def save_flat_npz(path: str | os.PathLike, flat: Mapping[str, np.ndarray]) -> No
     np.savez(path, **{k: np.asarray(v) for k, v in flat.items()})
 
 
+def resolve_npz_out(out_path: str | os.PathLike, default_name: str) -> str:
+    """`--out` may name the .npz itself or a directory to put `default_name` in."""
+    out = os.fspath(out_path)
+    return out if out.endswith(".npz") else os.path.join(out, default_name)
+
+
 def load_flat_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     # allow_pickle=False: npz members must be plain arrays.
     with np.load(path, allow_pickle=False) as data:
@@ -273,10 +279,16 @@ def vgg19_from_torchvision_state_dict(sd: Mapping[str, np.ndarray]) -> VGGFeatur
     return module_from_flat(make_vgg19, flat, "vgg19 state dict")
 
 
-def convert_vgg19_file(torch_path: str | os.PathLike, out_path: str | os.PathLike) -> None:
-    """torchvision vgg19 .pth -> our .npz of flat 'convs/N/kernel' keys."""
+def convert_vgg19_file(torch_path: str | os.PathLike, out_path: str | os.PathLike) -> str:
+    """torchvision vgg19 .pth -> .npz of flat 'convs/N/kernel' keys; returns its path.
+
+    `out_path` ending in .npz is the file; anything else is a directory that gets
+    `vgg19.npz`.
+    """
     module = vgg19_from_torchvision_state_dict(load_torch_state_dict(torch_path))
-    save_flat_npz(out_path, module_to_flat(module))
+    out = resolve_npz_out(out_path, "vgg19.npz")
+    save_flat_npz(out, module_to_flat(module))
+    return out
 
 
 def load_vgg19_npz(path: str | os.PathLike) -> VGGFeatures:
