@@ -142,6 +142,7 @@ forget() {  # forget PID: drop it from PIDS
   PIDS=("${keep[@]}")
 }
 trap 'log "interrupted; stopping all processes"; stop_all; exit 130' INT TERM
+trap 'stop_all' EXIT  # never leave processes behind, whatever ends the script
 
 log "$NPROC processes x $DEVICES CPU device(s), coordinator $COORD, logs in $LOGDIR"
 for ((i = 0; i < NPROC; i++)); do
