@@ -165,7 +165,7 @@ if ((!SKIP_INSTALL)); then
   run "${GC[@]}" scp "$TARBALL" "$NAME:asrth_jax.tar.gz" --worker=all "${LOC[@]}"
   # One line, so that --dry-run prints one line per command.
   INSTALL="set -euo pipefail; rm -rf ~/asrth_jax; tar -xzf ~/asrth_jax.tar.gz -C ~;"
-  INSTALL+=" export PATH=\"\$HOME/.local/bin:\$PATH\";"
+  INSTALL+=" export PATH=\"\$HOME/.local/bin:\$HOME/.cargo/bin:\$PATH\";"
   INSTALL+=" command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh;"
   INSTALL+=" [ -x ~/asrth_venv/bin/python ] || uv venv --python $(shquote "$PYVER") ~/asrth_venv;"
   INSTALL+=" uv pip install --python ~/asrth_venv/bin/python -e ~/asrth_jax \"jax[tpu]\""

@@ -582,6 +582,16 @@ def test_local_multiprocess_train_args_replace_defaults():
     assert _strip_redirect(cmds[0])[1] == "/tmp/L/process_0.log"
 
 
+def test_local_multiprocess_timeout_wraps_each_process():
+    cmds, _ = _local("2", "--dry-run", "--timeout", "30")
+    assert len(cmds) == 2
+    for cmd in cmds:
+        cmd, _ = _strip_redirect(cmd)
+        assert cmd[:3] == ["timeout", "--kill-after=10", "30"]
+        env, argv = env_and_argv(cmd[3:])
+        assert env["JAX_PLATFORMS"] == "cpu" and "asrth_jax.train" in argv
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [
