@@ -1,0 +1,246 @@
+"""Small image / video I/O helpers for `animate` and `evaluate`.
+
+Images are returned as float32 RGB in [0, 1] whatever their mode on disk (gray,
+gray+alpha, RGB, RGBA, 8 or 16 bit). Videos are decoded by
+`data_pipelines.video_io` (OpenCV, imageio-ffmpeg fallback) and written with the
+ffmpeg binary that imageio-ffmpeg bundles, which also copies the audio track.
+Every failure is raised as `MediaError` with one line that names the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from data_pipelines import video_io
+
+DEFAULT_FPS = 25.0
+
+
+class MediaError(ValueError):
+    """An unreadable or unwritable image / video (message is one line)."""
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary bundled with imageio-ffmpeg (no system ffmpeg needed)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def to_float_rgb(image: np.ndarray) -> np.ndarray:
+    """Any-mode image array (H, W), (H, W, 1|2|3|4), uint8/uint16/float -> (H, W, 3) float32.
+
+    Alpha is dropped (as the reference demo does with `[..., :3]`); gray is repeated.
+    Channel order is taken as RGB(A).
+    """
+    img = np.asarray(image)
+    if img.dtype == np.uint8:
+        img = img.astype(np.float32) / 255.0
+    elif img.dtype == np.uint16:
+        img = img.astype(np.float32) / 65535.0
+    elif img.dtype == bool:
+        img = img.astype(np.float32)
+    else:
+        img = img.astype(np.float32)
+        if img.size and img.max() > 1.0:  # float data stored in 0..255
+            img = img / 255.0
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3 or img.shape[-1] not in (1, 2, 3, 4):
+        raise MediaError(f"expected an image (H, W[, C]) with 1-4 channels, got {img.shape}")
+    if img.shape[-1] in (1, 2):  # gray or gray + alpha
+        img = np.repeat(img[..., :1], 3, axis=-1)
+    return np.ascontiguousarray(np.clip(img[..., :3], 0.0, 1.0))
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file of any mode -> (H, W, 3) float32 RGB in [0, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"cannot read image {path}: no such file")
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        try:  # formats OpenCV lacks (e.g. some GIF/WebP variants)
+            import imageio.v3 as iio
+
+            img = np.asarray(iio.imread(path))
+        except Exception:  # noqa: BLE001 - any decoder failure is reported as unreadable
+            raise MediaError(f"cannot read image {path}: not a decodable image file") from None
+        if img.ndim == 4:  # animated image: first frame
+            img = img[0]
+        return to_float_rgb(img)
+    if img.ndim == 3 and img.shape[-1] == 3:
+        img = img[..., ::-1]
+    elif img.ndim == 3 and img.shape[-1] == 4:
+        img = img[..., [2, 1, 0, 3]]
+    return to_float_rgb(img)
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Square resize of one (H, W, C) image; area averaging (anti-aliased) when shrinking."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    interp = cv2.INTER_AREA if min(h, w) >= size else cv2.INTER_CUBIC
+    out = cv2.resize(image, (size, size), interpolation=interp)
+    if out.ndim == 2:
+        out = out[..., None]
+    if np.issubdtype(out.dtype, np.floating):
+        out = np.clip(out, 0.0, 1.0)
+    return out
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames -> (T, size, size, 3), anti-aliased when shrinking."""
+    return video_io.resize_frames(frames, size)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    fps: float
+    has_audio: bool
+    num_frames: int | None
+
+
+_FPS_RE = re.compile(r"Video:.*?(\d+(?:\.\d+)?) fps")
+_TBR_RE = re.compile(r"Video:.*?(\d+(?:\.\d+)?k?) tbr")
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Frame rate, presence of an audio stream and (when known) frame count."""
+    path = Path(path)
+    if path.is_dir():  # frame folder: no timing information
+        return VideoInfo(DEFAULT_FPS, False, len(video_io.frame_files(path)))
+    if not path.is_file():
+        raise MediaError(f"cannot read video {path}: no such file")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    finally:
+        cap.release()
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                          capture_output=True, text=True, check=False)
+    text = proc.stderr
+    has_audio = bool(re.search(r"Stream #\S+.*: Audio:", text))
+    if not fps or not np.isfinite(fps) or fps > 1000:
+        match = _FPS_RE.search(text) or _TBR_RE.search(text)
+        fps = float(match.group(1).rstrip("k")) if match else DEFAULT_FPS
+    return VideoInfo(fps, has_audio, count or None)
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB frames of a video file or frame folder (`video_io`)."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"cannot read video {path}: no such file")
+    try:
+        return video_io.read_video(path, max_frames)
+    except ValueError as err:
+        raise MediaError(str(err).splitlines()[0]) from None
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float [0, 1] -> uint8 with rounding (uint8 input is returned unchanged)."""
+    frames = np.asarray(frames)
+    if frames.dtype == np.uint8:
+        return frames
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_video(path: str | os.PathLike, frames, fps: float, *, quality: int = 18) -> int:
+    """Writes RGB frames (iterable of (H, W, 3) uint8/float) as H.264 yuv420p mp4.
+
+    Odd sizes are padded by one pixel (yuv420p needs even sides). Returns the count.
+    """
+    import imageio_ffmpeg
+
+    path = str(path)
+    writer = None
+    count = 0
+    try:
+        for frame in frames:
+            count += 1
+            frame = to_uint8(frame)
+            h, w = frame.shape[:2]
+            pad_h, pad_w = h % 2, w % 2
+            if pad_h or pad_w:
+                frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+            if writer is None:
+                writer = imageio_ffmpeg.write_frames(
+                    path, (frame.shape[1], frame.shape[0]), fps=float(fps), codec="libx264",
+                    pix_fmt_in="rgb24", pix_fmt_out="yuv420p", macro_block_size=1, quality=None,
+                    output_params=["-crf", str(quality)], ffmpeg_log_level="error")
+                writer.send(None)
+            writer.send(np.ascontiguousarray(frame))
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise MediaError(f"no frames to write to {path}")
+    return count
+
+
+def mux_audio(video_path: str | os.PathLike, audio_source: str | os.PathLike,
+              out_path: str | os.PathLike, duration: float | None = None) -> bool:
+    """Copies the audio of `audio_source` next to the video stream of `video_path`.
+
+    Writes `out_path`; the audio is stream-copied when the mp4 container takes its
+    codec and re-encoded to AAC otherwise, and cut to `duration` seconds (the video's
+    length; `-shortest` would drop trailing video frames). Returns False (and writes
+    nothing) when `audio_source` has no audio stream.
+    """
+    if not probe_video(audio_source).has_audio:
+        return False
+    base = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(video_path),
+            "-i", str(audio_source), "-map", "0:v:0", "-map", "1:a:0?", "-c:v", "copy"]
+    for audio_codec in (["-c:a", "copy"], ["-c:a", "aac", "-b:a", "192k"]):
+        limit = ["-t", f"{duration:.6f}"] if duration else []
+        proc = subprocess.run(base + audio_codec + limit + [str(out_path)],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode == 0:
+            return True
+    last = (proc.stderr.strip().splitlines() or ["unknown ffmpeg error"])[-1]
+    raise MediaError(f"cannot copy the audio of {audio_source} into {out_path}: {last}")
+
+
+def write_video_with_audio(path: str | os.PathLike, frames, fps: float,
+                           audio_source: str | os.PathLike | None = None) -> bool:
+    """Writes `path` atomically (temp file in the same folder, then rename).
+
+    Returns True when an audio track was copied from `audio_source`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp_") as tmp:
+        silent = Path(tmp) / "video.mp4"
+        count = write_video(silent, frames, fps)
+        final = silent
+        with_audio = False
+        if audio_source is not None and not Path(audio_source).is_dir():
+            muxed = Path(tmp) / "muxed.mp4"
+            with_audio = mux_audio(silent, audio_source, muxed, duration=count / float(fps))
+            if with_audio:
+                final = muxed
+        os.replace(final, path)
+    return with_audio
+
+
+def hstack(images: list[np.ndarray]) -> np.ndarray:
+    """Side-by-side panel of equally tall images."""
+    return np.concatenate([to_uint8(i) for i in images], axis=1)
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """(H, W, 3) RGB (uint8 or float [0, 1]) -> PNG."""
+    ok = cv2.imwrite(str(path), np.ascontiguousarray(to_uint8(image)[..., ::-1]))
+    if not ok:
+        raise MediaError(f"cannot write image {path}")

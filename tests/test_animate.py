@@ -1,0 +1,136 @@
+"""`python -m asrth_jax.animate` on the real clips with tiny random models."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_inference import random_models, tiny_config_file, tiny_model_config
+
+from asrth_jax import animate, checkpoints, media
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+pytestmark = pytest.mark.skipif(not (REAL / "529_2.mp4").exists(),
+                                reason="real clips not available")
+FRAMES = 8
+
+
+def _frames_and_fps(path: Path) -> tuple[int, float, tuple[int, int]]:
+    cap = cv2.VideoCapture(str(path))
+    count, shape = 0, None
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        count += 1
+        shape = frame.shape[:2]
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    return count, fps, shape
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("animate")
+    config = tiny_config_file(root / "tiny.py")
+    gen, disc = random_models(tiny_model_config(), seed=0)
+    ckpt = checkpoints.save_models(str(root / "ckpt"), gen, disc)
+    # driving clip with an audio track: 8 frames of 529_2.mp4 (15 fps) + a sine
+    with_audio = root / "talk_audio.mp4"
+    subprocess.run([media.ffmpeg_exe(), "-loglevel", "error", "-y",
+                    "-i", str(REAL / "529_2.mp4"), "-f", "lavfi",
+                    "-i", "sine=frequency=440:duration=3", "-frames:v", str(FRAMES),
+                    "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    "-c:a", "aac", "-shortest", str(with_audio)], check=True)
+    return {"root": root, "config": str(config), "ckpt": ckpt, "audio_clip": with_audio}
+
+
+def _run(setup, out: Path, *extra: str, source: str | None = None,
+         driving: str | None = None, weights: tuple[str, ...] | None = None) -> Path:
+    args = [*(weights or ("--checkpoint", setup["ckpt"])), "--config", setup["config"],
+            "--source", source or str(REAL / "demo_img_1.jpg"),
+            "--driving", driving or str(REAL / "529_2.mp4"), "--out", str(out),
+            "--max-frames", str(FRAMES), "--batch-size", "3", "--quiet", *extra]
+    return animate.main(args)
+
+
+def test_random_checkpoint_mp4(setup):
+    out = _run(setup, setup["root"] / "plain.mp4", "--adapt-scale")
+    count, fps, shape = _frames_and_fps(out)
+    assert (count, shape) == (FRAMES, (64, 64))
+    assert fps == pytest.approx(15.0, rel=1e-3)
+    assert not media.probe_video(out).has_audio  # 529_2.mp4 has no audio
+
+
+def test_audio_copied_side_by_side_crop_best_frame(setup):
+    out = _run(setup, setup["root"] / "audio.mp4", "--side-by-side", "--crop",
+               "--find-best-frame", "--absolute", "--yaw", "10",
+               driving=str(setup["audio_clip"]), source=str(REAL / "tpsmm_source.png"))
+    count, fps, shape = _frames_and_fps(out)
+    assert (count, shape) == (FRAMES, (64, 192))
+    assert fps == pytest.approx(15.0, rel=1e-3)
+    assert media.probe_video(out).has_audio
+
+
+def test_torch_release_checkpoint(setup, tmp_path):
+    ref = pytest.importorskip("reference_torch")
+    nets = ref.build_reference(ref.tiny_model_params())
+    pth = tmp_path / "mix-train.pth.tar"
+    ref.random_released_checkpoint(nets, str(pth), seed=3)
+    out = _run(setup, tmp_path / "torch.mp4", weights=("--torch-checkpoint", str(pth)))
+    count, fps, shape = _frames_and_fps(out)
+    assert (count, shape) == (FRAMES, (64, 64))
+
+
+def test_source_modes_become_rgb(tmp_path):
+    gray = (np.arange(30 * 40, dtype=np.uint8).reshape(30, 40))
+    rgba = np.dstack([np.full((30, 40, 3), 200, np.uint8), np.zeros((30, 40), np.uint8)])
+    deep = (np.arange(30 * 40, dtype=np.uint16).reshape(30, 40) * 50)
+    for name, img in (("gray.png", gray), ("rgba.png", rgba), ("deep.png", deep)):
+        cv2.imwrite(str(tmp_path / name), img)
+        rgb = media.read_image(tmp_path / name)
+        assert rgb.shape == (30, 40, 3) and rgb.dtype == np.float32
+        assert 0.0 <= rgb.min() and rgb.max() <= 1.0
+        assert media.resize_image(rgb, 16).shape == (16, 16, 3)
+
+
+def _error(setup, capsys, out: Path, *extra, **kwargs) -> str:
+    with pytest.raises(SystemExit) as exc:
+        _run(setup, out, *extra, **kwargs)
+    message = str(exc.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+def test_bad_inputs_one_line_errors(setup, tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    assert "cannot read image" in _error(setup, capsys, tmp_path / "a.mp4", source=str(bad))
+    assert "does not exist" in _error(setup, capsys, tmp_path / "a.mp4",
+                                      source=str(tmp_path / "none.jpg"))
+    bad_video = tmp_path / "bad.mp4"
+    bad_video.write_bytes(b"\x00" * 100)
+    assert "bad.mp4" in _error(setup, capsys, tmp_path / "a.mp4", driving=str(bad_video))
+    assert "does not exist" in _error(
+        setup, capsys, tmp_path / "a.mp4", weights=("--checkpoint", str(tmp_path / "nock")))
+    # a checkpoint of another architecture: config mismatch
+    from configs import demo  # the CPU demo config has other widths
+
+    other = tmp_path / "demo_cfg.py"
+    other.write_text(Path(demo.__file__).read_text())
+    with pytest.raises(SystemExit) as exc:
+        animate.main(["--checkpoint", setup["ckpt"], "--config", str(other),
+                      "--source", str(REAL / "demo_img_1.jpg"),
+                      "--driving", str(REAL / "529_2.mp4"), "--out", str(tmp_path / "m.mp4"),
+                      "--max-frames", "2", "--quiet"])
+    assert "does not match" in str(exc.value.code) and "\n" not in str(exc.value.code)
+
+
+def test_existing_output_refused(setup, tmp_path, capsys):
+    out = tmp_path / "exists.mp4"
+    out.write_bytes(b"keep me")
+    assert "--overwrite" in _error(setup, capsys, out)
+    assert out.read_bytes() == b"keep me"
