@@ -1,0 +1,74 @@
+"""Device mesh and shardings as named axes (MaxText style).
+
+Axes: 'data' (pure data parallelism) and 'fsdp' (data parallelism whose devices may
+also split parameters and optimiser state). The batch is split over both axes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp")
+BATCH_AXES = ("data", "fsdp")
+
+
+def make_mesh(mesh_config: ml_collections.ConfigDict, devices=None) -> Mesh:
+    """A ('data', 'fsdp') mesh over all devices; `data=-1` takes what `fsdp` leaves."""
+    devices = np.asarray(jax.devices() if devices is None else devices)
+    fsdp = int(mesh_config.fsdp)
+    data = int(mesh_config.data)
+    if data == -1:
+        if devices.size % fsdp:
+            raise ValueError(f"config.mesh.fsdp={fsdp} does not divide the {devices.size} "
+                             "devices; pick a divisor")
+        data = devices.size // fsdp
+    if data * fsdp != devices.size:
+        raise ValueError(f"config.mesh data x fsdp = {data} x {fsdp} = {data * fsdp} but "
+                         f"there are {devices.size} devices; set config.mesh.data=-1")
+    return Mesh(devices.reshape(data, fsdp), MESH_AXES)
+
+
+def check_batch_divides(global_batch_size: int, mesh: Mesh) -> None:
+    """The global batch must split evenly over the devices and the processes."""
+    devices = mesh.devices.size
+    if global_batch_size % devices:
+        raise ValueError(f"config.train.global_batch_size={global_batch_size} does not divide "
+                         f"across {devices} devices; use a multiple of {devices}")
+    if global_batch_size % jax.process_count():
+        raise ValueError(f"config.train.global_batch_size={global_batch_size} does not divide "
+                         f"across {jax.process_count()} processes")
+
+
+def fsdp_spec(shape: tuple[int, ...], fsdp_size: int) -> P:
+    """Shard the largest dimension divisible by the 'fsdp' axis size; else replicate."""
+    if fsdp_size <= 1 or not shape:
+        return P()
+    order = sorted(range(len(shape)), key=lambda i: -shape[i])
+    for axis in order:
+        if shape[axis] % fsdp_size == 0 and shape[axis] >= fsdp_size:
+            spec = [None] * len(shape)
+            spec[axis] = "fsdp"
+            return P(*spec)
+    return P()
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, shard_params: bool) -> Any:
+    """Shardings for a train-state pytree: parameters and optimiser moments follow
+    `fsdp_spec` when `shard_params`, everything else (step, rng, BatchNorm statistics,
+    spectral vectors) is replicated."""
+    fsdp_size = mesh.shape["fsdp"]
+    sharded_keys = ("gen_params", "disc_params", "gen_opt", "disc_opt")
+
+    def leaf_sharding(path, leaf):
+        top = path[0].key if hasattr(path[0], "key") else None
+        if shard_params and top in sharded_keys:
+            return NamedSharding(mesh, fsdp_spec(tuple(leaf.shape), fsdp_size))
+        return NamedSharding(mesh, P())
+
+    return jax.tree_util.tree_map_with_path(leaf_sharding, abstract_state)

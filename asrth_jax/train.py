@@ -1,0 +1,295 @@
+"""Train AdaSR: `python -m asrth_jax.train --config configs/vox.py --workdir DIR`.
+
+One loop (big_vision style): data from Grain, one jitted update per step, and side
+effects at the edge: Orbax checkpoints (async, kept N, also on SIGTERM), TensorBoard
+scalars and image grids through clu, periodic evaluation, progress/ETA, profiling.
+A run resumes automatically from the latest checkpoint in `--workdir`.
+
+Multi-host: pass `--distributed` (Cloud TPU, SLURM, GKE: auto-detected) or the three
+`--coordinator_address/--num_processes/--process_id` flags.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/vox.py.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Checkpoints and TensorBoard logs (local or gs://).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detect).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "Number of processes.")
+flags.DEFINE_integer("process_id", None, "This process's index.")
+
+BATCH_KEYS = ("source", "source_lq", "driving")
+
+
+class StopTraining(Exception):
+    """Raised to end the loop with a one-line reason (NaN, bad config)."""
+
+
+def initialize_distributed(config) -> None:
+    if config.cpu_collectives:
+        jax.config.update("jax_cpu_collectives_implementation", config.cpu_collectives)
+    explicit = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    if any(v is not None for v in explicit):
+        if any(v is None for v in explicit):
+            raise StopTraining("--coordinator_address, --num_processes and --process_id go "
+                               "together; pass all three or use --distributed")
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                                   FLAGS.process_id)
+    elif FLAGS.distributed:
+        jax.distributed.initialize()
+
+
+def make_image_grid(batch: dict[str, np.ndarray], visuals: dict[str, np.ndarray],
+                    max_rows: int = 4) -> np.ndarray:
+    """Rows of source | degraded source | driving | prediction | occlusion | keypoints."""
+    import cv2
+
+    rows = []
+    n = min(max_rows, batch["source"].shape[0])
+    for i in range(n):
+        size = batch["source"].shape[1]
+        occlusion = cv2.resize(np.asarray(visuals["occlusion_map"][i, ..., 0], np.float32),
+                               (size, size), interpolation=cv2.INTER_NEAREST)
+        kp_canvas = np.ascontiguousarray(batch["driving"][i].astype(np.float32).copy())
+        for kp, colour in ((visuals["kp_driving"][i], (1.0, 0.2, 0.2)),
+                           (visuals["kp_source"][i], (0.2, 0.4, 1.0))):
+            for x, y in np.asarray(kp)[:, :2]:
+                centre = (int((x + 1) / 2 * (size - 1)), int((y + 1) / 2 * (size - 1)))
+                cv2.circle(kp_canvas, centre, max(1, size // 64), colour, -1)
+        tiles = [batch["source"][i], batch["source_lq"][i], batch["driving"][i],
+                 visuals["prediction"][i], np.repeat(occlusion[..., None], 3, -1), kp_canvas]
+        rows.append(np.concatenate([np.clip(np.asarray(t, np.float32), 0, 1) for t in tiles], 1))
+    return np.concatenate(rows, 0)
+
+
+def evaluate(trainer, state, config) -> dict[str, float]:
+    """Reconstruction protocol on held-out videos: mean L1/PSNR/SSIM and their
+    copy-the-source floor. Partial batches are padded and masked."""
+    from data_pipelines.pipeline import make_eval_dataset
+
+    data_cfg = config.data.copy_and_resolve_references()
+    with data_cfg.unlocked():
+        data_cfg.eval.max_videos = config.eval.num_videos
+        data_cfg.eval.max_frames = config.eval.max_frames
+    per_host = config.train.global_batch_size // jax.process_count()
+    ds = make_eval_dataset(data_cfg, batch_size=per_host, shard_index=jax.process_index(),
+                           shard_count=jax.process_count())
+    sums: dict[str, float] = {}
+    count = 0.0
+    for batch in ds:
+        n = batch["source"].shape[0]
+        local = {k: np.concatenate([batch[k]] + [batch[k][-1:]] * (per_host - n), 0)
+                 for k in BATCH_KEYS}
+        mask = np.zeros((per_host,), np.float32)
+        mask[:n] = 1.0
+        values = trainer.eval_step(state, trainer.shard_batch(local))
+        global_mask = jax.make_array_from_process_local_data(trainer.batch_sharding, mask)
+        for key, value in values.items():
+            sums[key] = sums.get(key, 0.0) + float((value * global_mask).sum())
+        count += float(global_mask.sum())
+    if count == 0:
+        return {}
+    return {f"eval/{k}": v / count for k, v in sums.items()}
+
+
+class Checkpointer:
+    """Orbax CheckpointManager over (models, optimizer, meta, data) items."""
+
+    def __init__(self, workdir: str, config, trainer, data_iterator):
+        import orbax.checkpoint as ocp
+
+        from data_pipelines import state as data_state
+
+        self.ocp = ocp
+        self.data_state = data_state
+        self.trainer = trainer
+        self.data_iterator = data_iterator
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=config.checkpoint.keep, enable_async_checkpointing=True,
+            save_interval_steps=1)
+        self.manager = ocp.CheckpointManager(
+            os.path.join(workdir, "checkpoints") if "://" in workdir
+            else os.path.abspath(os.path.join(workdir, "checkpoints")),
+            item_names=("models", "optimizer", "meta", "data"), options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state) -> None:
+        items = self.trainer.state_to_items(state)
+        args = self.ocp.args.Composite(
+            models=self.ocp.args.StandardSave(items["models"]),
+            optimizer=self.ocp.args.StandardSave(items["optimizer"]),
+            meta=self.ocp.args.StandardSave(items["meta"]),
+            data=self.data_state.CheckpointSave(self.data_iterator))
+        self.manager.save(step, args=args, force=True)
+
+    def restore(self, step: int):
+        abstract = self.trainer.abstract_items()
+        args = self.ocp.args.Composite(
+            models=self.ocp.args.StandardRestore(abstract["models"]),
+            optimizer=self.ocp.args.StandardRestore(abstract["optimizer"]),
+            meta=self.ocp.args.StandardRestore(abstract["meta"]),
+            data=self.data_state.CheckpointRestore(self.data_iterator))
+        restored = self.manager.restore(step, args=args)
+        return self.trainer.items_to_state(
+            {k: restored[k] for k in ("models", "optimizer", "meta")})
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def all_finite(metrics: dict[str, float]) -> bool:
+    return all(math.isfinite(v) for v in metrics.values())
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+    """Runs (or resumes) training; returns the last logged scalars."""
+    from clu import metric_writers, parameter_overview, periodic_actions
+
+    from asrth_jax import sharding
+    from asrth_jax.train_step import Trainer, learning_rate
+    from data_pipelines.pipeline import make_train_loader
+
+    mesh = sharding.make_mesh(config.mesh)
+    try:
+        sharding.check_batch_divides(config.train.global_batch_size, mesh)
+    except ValueError as exc:
+        raise StopTraining(str(exc)) from None
+    is_chief = jax.process_index() == 0
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+
+    data_iterator = make_train_loader(
+        config.data, seed=config.seed, global_batch_size=config.train.global_batch_size,
+        shard_index=jax.process_index(), shard_count=jax.process_count())
+    trainer = Trainer(config, mesh)
+    logging.info("perceptual network: %s; head-pose loss weight: %s",
+                 config.loss.perceptual_network, trainer.headpose_weight)
+    checkpointer = Checkpointer(workdir, config, trainer, data_iterator)
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        logging.info("resuming from %s at step %d", workdir, latest)
+        state = checkpointer.restore(latest)
+    else:
+        state = trainer.init_state(config.seed)
+        if is_chief:
+            for name, params in (("generator side", state["gen_params"]),
+                                 ("discriminator", state["disc_params"])):
+                logging.info("%s parameters:\n%s", name,
+                             parameter_overview.get_parameter_overview(
+                                 params.to_pure_dict(), include_stats=False))
+    start_step = int(jax.device_get(state["step"]))
+
+    stop_signal = {"received": False}
+
+    def on_sigterm(signum, frame):  # preemption: finish this step, checkpoint, exit
+        stop_signal["received"] = True
+
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    hooks = []
+    if is_chief:
+        hooks.append(periodic_actions.ReportProgress(num_train_steps=config.train.num_steps,
+                                                     writer=writer))
+        if config.log.profile_steps:
+            hooks.append(periodic_actions.Profile(num_profile_steps=config.log.profile_steps,
+                                                  logdir=workdir, first_profile=start_step + 10))
+    pending: list[dict[str, jax.Array]] = []
+    last_scalars: dict[str, Any] = {}
+    tick = time.perf_counter()
+    step = start_step
+    try:
+        while step < config.train.num_steps:
+            local = next(data_iterator)
+            batch = trainer.shard_batch(local)
+            state, metrics = trainer.train_step(state, batch, trainer.frozen_state)
+            step += 1
+            pending.append(metrics)
+            for hook in hooks:
+                hook(step)
+
+            log_now = step % config.log.scalars_every_steps == 0
+            save_now = (step % config.checkpoint.every_steps == 0 or stop_signal["received"]
+                        or step == config.train.num_steps)
+            if log_now or save_now:
+                host = jax.device_get(pending)
+                pending = []
+                if not all(all_finite(m) for m in host):
+                    bad = next(m for m in host if not all_finite(m))
+                    raise StopTraining(
+                        f"non-finite loss at or before step {step} ({bad}); stopping without "
+                        f"saving, the last good checkpoint is step {checkpointer.latest_step()}")
+                scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                elapsed = time.perf_counter() - tick
+                tick = time.perf_counter()
+                scalars["step_time_s"] = elapsed / len(host)
+                scalars["pairs_per_s"] = config.train.global_batch_size * len(host) / elapsed
+                scalars["lr"] = learning_rate(config.optim, step)
+                writer.write_scalars(step, scalars)
+                last_scalars = {"step": step, **scalars}
+            if step % config.log.images_every_steps == 0 or step == start_step + 1:
+                visuals = jax.device_get(trainer.visual_step(state, batch))
+                local_np = {k: np.asarray(local[k], np.float32) for k in BATCH_KEYS}
+                grid = make_image_grid(local_np, visuals)
+                writer.write_images(step, {"source|lq|driving|prediction|occlusion|kp":
+                                           grid[None]})
+            if config.eval.every_steps and (step % config.eval.every_steps == 0
+                                            or step == config.train.num_steps):
+                eval_scalars = evaluate(trainer, state, config)
+                writer.write_scalars(step, eval_scalars)
+                last_scalars.update(eval_scalars)
+            if save_now:
+                checkpointer.save(step, state)
+            if stop_signal["received"]:
+                logging.warning("SIGTERM: saved step %d, exiting", step)
+                break
+    finally:
+        checkpointer.close()
+        writer.flush()
+        signal.signal(signal.SIGTERM, previous_handler)
+    return last_scalars
+
+
+class _QuietLibraries(logging.Filter):
+    """Orbax and Grain log every file operation at INFO; keep their warnings only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        noisy = ("/orbax/", "/grain/", "/tensorstore")
+        return record.levelno >= logging.WARNING or not any(
+            n in record.pathname for n in noisy)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.config is None or FLAGS.workdir is None:
+        raise app.UsageError("pass --config configs/NAME.py and --workdir DIR")
+    logging.getLogger().setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
+        handler.addFilter(_QuietLibraries())
+    config = FLAGS.config
+    try:
+        initialize_distributed(config)
+        train_and_evaluate(config, FLAGS.workdir)
+    except StopTraining as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)

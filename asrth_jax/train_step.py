@@ -1,0 +1,333 @@
+"""The AdaSR update: one jitted, pure function over `nnx.split` state.
+
+One call does the generator-side update (generator, keypoint detector and head-pose
+estimator share one Adam: Adam is per-parameter, so one optimiser over the three
+equals the reference's three optimisers with equal hyper-parameters) and then the
+discriminator update on the detached prediction. Shardings are explicit: the batch
+is split over the mesh axes ('data', 'fsdp'); parameters and optimiser state are
+replicated or sharded over 'fsdp' (see `asrth_jax/sharding.py`). BatchNorm statistics
+are means over the global batch because the step is written for the global array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from asrth_jax import losses, sharding
+from asrth_jax.models import adasr
+from asrth_jax.models.head_pose import transform_keypoints
+from asrth_jax.models.hopenet import hopenet_preprocess
+from asrth_jax.transforms import sample_transform_params, transform_frame
+
+Batch = dict[str, jax.Array]
+BATCH_KEYS = ("source", "source_lq", "driving")
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, grad_clip_norm: float
+                   ) -> optax.GradientTransformation:
+    """Adam(b1, b2) with step decay x`decay_factor` at each milestone."""
+    schedule = optax.piecewise_constant_schedule(
+        optim.lr, {int(m): float(optim.decay_factor) for m in optim.decay_milestones})
+    parts = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm > 0 else []
+    parts.append(optax.adam(schedule, b1=optim.b1, b2=optim.b2))
+    return optax.chain(*parts)
+
+
+def learning_rate(optim: ml_collections.ConfigDict, step: int) -> float:
+    factor = sum(step >= int(m) for m in optim.decay_milestones)
+    return float(optim.lr) * float(optim.decay_factor) ** factor
+
+
+@dataclasses.dataclass
+class FrozenNetworks:
+    """Fixed networks the losses use: perceptual trunk and optional HopeNet teacher."""
+
+    perceptual: nnx.Module
+    hopenet: nnx.Module | None
+
+    @classmethod
+    def from_config(cls, loss: ml_collections.ConfigDict) -> FrozenNetworks:
+        from asrth_jax.models.vgg import make_perceptual_network
+
+        perceptual = make_perceptual_network(loss.perceptual_network, loss.vgg19_weights or None)
+        hopenet = None
+        if loss.hopenet_weights:
+            from asrth_jax.models.hopenet import load_hopenet_npz
+
+            hopenet = load_hopenet_npz(loss.hopenet_weights)
+            hopenet.eval()
+        return cls(perceptual, hopenet)
+
+
+def headpose_weight(loss: ml_collections.ConfigDict, has_teacher: bool) -> float:
+    """The head-pose loss needs the HopeNet teacher: without it the weight is 0."""
+    if loss.headpose and not has_teacher:
+        logging.warning("no HopeNet weights (config.loss.hopenet_weights): head-pose loss "
+                        "weight %s forced to 0", loss.headpose)
+        return 0.0
+    return float(loss.headpose)
+
+
+def _at_this_trace(tree):
+    """Fresh Variable objects for non-differentiated `jax.grad` inputs.
+
+    Those enter the gradient trace as the outer trace's objects, which NNX refuses to
+    mutate; rebuilding them lets BatchNorm and spectral norm update their state here.
+    """
+    return jax.tree.map(lambda x: x, tree)
+
+
+class Trainer:
+    """Holds what is static for a run (graph definitions, optimisers, shardings) and
+    builds the jitted train and eval steps."""
+
+    def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh,
+                 frozen: FrozenNetworks | None = None):
+        self.config = config
+        self.mesh = mesh
+        dtype = config.train.compute_dtype
+        gen = nnx.eval_shape(lambda: adasr.build_generator(
+            config.model, dtype=dtype, remat=config.train.remat))
+        disc = nnx.eval_shape(lambda: adasr.build_discriminator(config.model, dtype=dtype))
+        self.gen_def, _, _ = nnx.split(gen, nnx.Param, ...)
+        self.disc_def, _, _ = nnx.split(disc, nnx.Param, ...)
+        self.frozen = frozen or FrozenNetworks.from_config(config.loss)
+        self.perceptual_def, perceptual_state = nnx.split(self.frozen.perceptual)
+        self.frozen_state = {"perceptual": perceptual_state}
+        if self.frozen.hopenet is not None:
+            self.hopenet_def, self.frozen_state["hopenet"] = nnx.split(self.frozen.hopenet)
+        self.headpose_weight = headpose_weight(config.loss, self.frozen.hopenet is not None)
+        self.gen_tx = make_optimizer(config.optim, config.train.grad_clip_norm)
+        self.disc_tx = make_optimizer(config.optim, config.train.grad_clip_norm)
+
+        self.batch_sharding = NamedSharding(mesh, P(sharding.BATCH_AXES))
+        self.replicated = NamedSharding(mesh, P())
+        abstract = jax.eval_shape(self._init_state, jnp.zeros((), jnp.int32))
+        self.state_sharding = sharding.state_shardings(
+            abstract, mesh, shard_params=config.mesh.shard_params)
+        self.frozen_sharding = jax.tree.map(lambda _: self.replicated, self.frozen_state)
+        self.train_step = jax.jit(
+            self._train_step,
+            in_shardings=(self.state_sharding, self.batch_sharding, self.frozen_sharding),
+            out_shardings=(self.state_sharding, self.replicated),
+            donate_argnums=(0,))
+        self.eval_step = jax.jit(
+            self._eval_step,
+            in_shardings=(self.state_sharding, self.batch_sharding),
+            out_shardings=self.batch_sharding)
+
+    # ---------------------------------------------------------------- checkpoint views
+    def state_to_items(self, state) -> dict[str, Any]:
+        """Train state -> checkpoint items; `models` has the layout of
+        `checkpoints.model_state`, so animate/evaluate read training runs directly."""
+        models = {
+            "generator_side": nnx.merge_state(state["gen_params"], state["gen_rest"]),
+            "discriminator": nnx.merge_state(state["disc_params"], state["disc_rest"]),
+        }
+        return {
+            "models": {k: v.to_pure_dict() for k, v in models.items()},
+            "optimizer": {"gen_opt": state["gen_opt"], "disc_opt": state["disc_opt"]},
+            "meta": {"step": state["step"], "rng": state["rng"]},
+        }
+
+    def abstract_items(self) -> dict[str, Any]:
+        """Shape/dtype/sharding targets for restoring `state_to_items` output."""
+        abstract = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            jax.eval_shape(self._init_state, jnp.zeros((), jnp.int32)), self.state_sharding)
+        return self.state_to_items(abstract)
+
+    def items_to_state(self, items: dict[str, Any]) -> dict[str, Any]:
+        abstract = jax.eval_shape(self._init_state, jnp.zeros((), jnp.int32))
+        state = {"step": items["meta"]["step"], "rng": items["meta"]["rng"],
+                 "gen_opt": items["optimizer"]["gen_opt"],
+                 "disc_opt": items["optimizer"]["disc_opt"]}
+        for side, key in (("gen", "generator_side"), ("disc", "discriminator")):
+            merged = nnx.merge_state(abstract[f"{side}_params"], abstract[f"{side}_rest"])
+            nnx.replace_by_pure_dict(merged, items["models"][key])
+            state[f"{side}_params"], state[f"{side}_rest"] = nnx.split_state(
+                merged, nnx.Param, ...)
+        return state
+
+    # ---------------------------------------------------------------- state
+    def _init_state(self, seed: jax.Array) -> dict[str, Any]:
+        # Weights from the cheap-to-compile rbg generator (see adasr._jit_init); the
+        # train-time key stream stays threefry so it is identical on every backend.
+        gen_key, disc_key = jax.random.split(jax.random.key(seed, impl="unsafe_rbg"))
+        rng = jax.random.PRNGKey(seed)
+        dtype = self.config.train.compute_dtype
+        gen = adasr.build_generator(self.config.model, seed=gen_key, dtype=dtype,
+                                    remat=self.config.train.remat)
+        disc = adasr.build_discriminator(self.config.model, seed=disc_key, dtype=dtype)
+        _, gen_params, gen_rest = nnx.split(gen, nnx.Param, ...)
+        _, disc_params, disc_rest = nnx.split(disc, nnx.Param, ...)
+        return {
+            "step": jnp.zeros((), jnp.int32),
+            "rng": rng,
+            "gen_params": gen_params, "gen_rest": gen_rest,
+            "disc_params": disc_params, "disc_rest": disc_rest,
+            "gen_opt": self.gen_tx.init(gen_params),
+            "disc_opt": self.disc_tx.init(disc_params),
+        }
+
+    def init_state(self, seed: int) -> dict[str, Any]:
+        """Freshly initialised state, created directly with its shardings."""
+        init = jax.jit(self._init_state, out_shardings=self.state_sharding)
+        return init(jnp.asarray(seed, jnp.int32))
+
+    def shard_batch(self, local_batch: dict[str, Any]) -> Batch:
+        """Per-host numpy batch -> global jax arrays split over the mesh."""
+        return {k: jax.make_array_from_process_local_data(self.batch_sharding, local_batch[k])
+                for k in BATCH_KEYS}
+
+    # ---------------------------------------------------------------- losses
+    def _generator_losses(self, gen_params, gen_rest, disc_params, disc_rest, batch, frozen,
+                          key):
+        cfg = self.config.loss
+        gen_rest, disc_params, disc_rest = _at_this_trace((gen_rest, disc_params, disc_rest))
+        gen = nnx.merge(self.gen_def, gen_params, gen_rest)
+        disc = nnx.merge(self.disc_def, disc_params, disc_rest)
+        # The generator pass reads the discriminator without advancing its power iteration.
+        disc.eval()
+        gen.train()
+        source = batch["source"].astype(jnp.float32)
+        driving = batch["driving"].astype(jnp.float32)
+        out = gen(source, driving, source_lq=batch["source_lq"].astype(jnp.float32))
+        prediction = out["prediction"]
+        terms: dict[str, jax.Array] = {}
+
+        perceptual = nnx.merge(self.perceptual_def, frozen["perceptual"])
+        terms["perceptual"] = losses.perceptual_pyramid_loss(
+            perceptual, prediction, driving, scales=tuple(cfg.perceptual_scales),
+            layer_weights=tuple(cfg.perceptual))
+        if cfg.reconstruction_l1:
+            terms["reconstruction_l1"] = cfg.reconstruction_l1 * losses.l1_loss(
+                prediction, driving)
+
+        if cfg.generator_gan:
+            fake = disc(prediction)
+            real = disc(driving)
+            terms["generator_gan"] = cfg.generator_gan * losses.generator_gan_loss(
+                fake["prediction_maps"], self.config.train.gan_mode)
+            if any(cfg.feature_matching):
+                fm = jnp.zeros((), jnp.float32)
+                for real_maps, fake_maps in zip(real["feature_maps"], fake["feature_maps"],
+                                                strict=True):
+                    real_maps = [jax.lax.stop_gradient(m) for m in real_maps]
+                    fm = fm + losses.feature_matching_loss(real_maps, fake_maps,
+                                                           tuple(cfg.feature_matching))
+                terms["feature_matching"] = fm
+
+        if cfg.equivariance_value:
+            params = sample_transform_params(key, driving.shape[0], cfg.sigma_affine,
+                                             cfg.sigma_tps, cfg.points_tps)
+            transformed = transform_frame(params, driving)
+            he_transformed = gen.he_estimator(transformed)
+            kp_transformed = transform_keypoints(out["kp_canonical"], he_transformed)
+            terms["equivariance_value"] = cfg.equivariance_value * \
+                losses.equivariance_value_loss(out["kp_driving"], kp_transformed, params)
+
+        if cfg.keypoint_prior:
+            terms["keypoint_prior"] = cfg.keypoint_prior * losses.keypoint_prior_loss(
+                out["kp_driving"], cfg.keypoint_margin, cfg.keypoint_depth)
+        if self.headpose_weight:
+            hopenet = nnx.merge(self.hopenet_def, frozen["hopenet"])
+            teacher = hopenet(hopenet_preprocess(driving))
+            terms["headpose"] = self.headpose_weight * losses.headpose_loss(
+                out["he_driving"], teacher)
+        if cfg.expression:
+            terms["expression"] = cfg.expression * losses.expression_loss(
+                out["he_driving"]["exp"])
+
+        total = sum(terms.values())
+        new_rest = nnx.state(gen, nnx.Not(nnx.Param))
+        return total, (terms, new_rest, prediction)
+
+    def _discriminator_loss(self, disc_params, disc_rest, driving, prediction):
+        disc_rest = _at_this_trace(disc_rest)
+        disc = nnx.merge(self.disc_def, disc_params, disc_rest)
+        disc.train()
+        real = disc(driving)
+        fake = disc(jax.lax.stop_gradient(prediction))
+        loss = self.config.loss.discriminator_gan * losses.discriminator_gan_loss(
+            real["prediction_maps"], fake["prediction_maps"], self.config.train.gan_mode)
+        return loss, nnx.state(disc, nnx.Not(nnx.Param))
+
+    # ---------------------------------------------------------------- steps
+    def _train_step(self, state, batch, frozen):
+        rng, key = jax.random.split(state["rng"])
+        grad_fn = jax.value_and_grad(self._generator_losses, has_aux=True)
+        (gen_loss, (terms, gen_rest, prediction)), gen_grads = grad_fn(
+            state["gen_params"], state["gen_rest"], state["disc_params"], state["disc_rest"],
+            batch, frozen, key)
+        updates, gen_opt = self.gen_tx.update(gen_grads, state["gen_opt"], state["gen_params"])
+        gen_params = optax.apply_updates(state["gen_params"], updates)
+
+        metrics = dict(terms)
+        metrics["generator_total"] = gen_loss
+        metrics["generator_grad_norm"] = optax.global_norm(gen_grads)
+        disc_params, disc_rest, disc_opt = (state["disc_params"], state["disc_rest"],
+                                            state["disc_opt"])
+        if self.config.loss.generator_gan:
+            (disc_loss, disc_rest), disc_grads = jax.value_and_grad(
+                self._discriminator_loss, has_aux=True)(
+                    state["disc_params"], state["disc_rest"],
+                    batch["driving"].astype(jnp.float32), prediction)
+            updates, disc_opt = self.disc_tx.update(disc_grads, disc_opt, disc_params)
+            disc_params = optax.apply_updates(disc_params, updates)
+            metrics["discriminator_gan"] = disc_loss
+        new_state = {
+            "step": state["step"] + 1, "rng": rng,
+            "gen_params": gen_params, "gen_rest": gen_rest,
+            "disc_params": disc_params, "disc_rest": disc_rest,
+            "gen_opt": gen_opt, "disc_opt": disc_opt,
+        }
+        return new_state, jax.tree.map(lambda x: x.astype(jnp.float32), metrics)
+
+    def _eval_step(self, state, batch):
+        """Eval-mode (running statistics) per-example L1, PSNR, SSIM of the prediction
+        and of the copy-the-source floor."""
+        import dm_pix
+
+        gen = nnx.merge(self.gen_def, state["gen_params"], state["gen_rest"])
+        gen.eval()
+        driving = batch["driving"].astype(jnp.float32)
+        source = batch["source"].astype(jnp.float32)
+        out = gen(source, driving, source_lq=batch["source_lq"].astype(jnp.float32))
+        result = {}
+        for name, image in (("model", out["prediction"]), ("copy_source", source)):
+            result[f"{name}_l1"] = jnp.abs(image - driving).mean(axis=(1, 2, 3))
+            # Frame 0 of each video is the source itself: cap PSNR at 100 dB, not inf.
+            mse = jnp.square(image - driving).mean(axis=(1, 2, 3))
+            result[f"{name}_psnr"] = -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+            result[f"{name}_ssim"] = dm_pix.ssim(image, driving)
+        return result
+
+    @functools.cached_property
+    def visual_step(self):
+        """Train-mode outputs for image grids (prediction, occlusion, keypoints)."""
+        def visuals(state, batch):
+            gen = nnx.merge(self.gen_def, state["gen_params"], state["gen_rest"])
+            gen.eval()
+            out = gen(batch["source"], batch["driving"], source_lq=batch["source_lq"])
+            return {k: out[k] for k in ("prediction", "occlusion_map", "kp_source",
+                                        "kp_driving")}
+        return jax.jit(visuals)
+
+    # ---------------------------------------------------------------- views
+    def models(self, state) -> tuple[nnx.Module, nnx.Module]:
+        """Live modules (generator side, discriminator) holding the state's values."""
+        gen = nnx.merge(self.gen_def, state["gen_params"], state["gen_rest"])
+        disc = nnx.merge(self.disc_def, state["disc_params"], state["disc_rest"])
+        return gen, disc
