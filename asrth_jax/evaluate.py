@@ -1,0 +1,286 @@
+"""Reconstruction evaluation (FOMM protocol) with the copy-source floor beside it.
+
+    python -m asrth_jax.evaluate --checkpoint DIR --config configs/vox.py \\
+        --data data/vox_256 --out eval/vox [--max-videos N --max-frames N]
+
+For every test video, frame 0 is the source and every frame t (0 included) is
+driven and compared with the real frame t (`data_pipelines.pipeline.make_eval_dataset`).
+The source is encoded once per video; motion is absolute (with frame 0 as the source,
+relative motion gives the same keypoints). The copy-source baseline (predict the
+source frame for every t) is always computed too, so each number has its floor.
+
+`--data` may be the `--out` of `python -m data_pipelines.prepare` (TFDS), a FOMM
+folder with `test/`, or a flat folder of clips (its held-out 20 %, as in training).
+Writes `per_video.csv`, `summary.json` and `contact_sheet.png` (best and worst frames:
+source | driving | prediction) into `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import heapq
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asrth_jax import media, metrics
+
+PSNR_CAP_DB = 100.0  # identical frames (copy-source at t=0) would give +inf
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m asrth_jax.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    weights = p.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", help="Orbax checkpoint directory")
+    weights.add_argument("--torch-checkpoint", help="released AdaSR .pth.tar")
+    p.add_argument("--config", required=True, help="config file, e.g. configs/vox.py")
+    p.add_argument("--data", required=True,
+                   help="prepared TFDS dir, FOMM folder (test/) or folder of clips")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--baseline", default="copy-source", choices=("copy-source",),
+                   help="baseline computed beside the model (always copy-source)")
+    p.add_argument("--max-videos", type=int, default=0, help="first N test videos (0: all)")
+    p.add_argument("--max-frames", type=int, default=0, help="first N frames each (0: all)")
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="frames per step (0: config.data.eval.batch_size)")
+    p.add_argument("--degraded-source", action="store_true",
+                   help="encode the source degraded with config.data.degradation (fixed "
+                        "seed) instead of the clean frame 0")
+    p.add_argument("--contact-cases", type=int, default=3, help="best and worst frames shown")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def _fail(message: str) -> SystemExit:
+    return SystemExit(f"error: {message.splitlines()[0] if message else 'failed'}")
+
+
+def configure_data(data_config: Any, data_dir: str, *, max_videos: int, max_frames: int,
+                   batch_size: int, degraded_source: bool) -> str:
+    """Points `config.data` at `data_dir` (kind tfds, vox or hdtf); returns the kind."""
+    from data_pipelines.errors import DatasetNotFoundError
+
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise _fail(f"--data {data_dir} is not a directory")
+    kind = None
+    try:
+        from data_pipelines.tfds_builder import find_prepared
+
+        find_prepared(root, data_config.tfds_name)
+        kind = "tfds"
+    except DatasetNotFoundError:
+        pass
+    except ImportError:  # no TensorFlow Datasets: only raw folders can be read
+        pass
+    if kind is None:
+        kind = "vox" if (root / "test").is_dir() else "hdtf"
+    data_config.kind = kind
+    if kind == "tfds":
+        data_config.tfds_dir = str(root)
+    else:
+        data_config.root = str(root)
+    data_config.eval.max_videos = max_videos
+    data_config.eval.max_frames = max_frames
+    if batch_size:
+        data_config.eval.batch_size = batch_size
+    data_config.output_uint8 = True
+    if not degraded_source:
+        data_config.degradation.preset = "none"  # the source_lq copy is not used
+    return kind
+
+
+def _video_names(data_config: Any) -> list[str]:
+    from data_pipelines.pipeline import build_videos
+
+    videos = build_videos(data_config, "test")
+    return [videos.name(i) for i in range(len(videos))]
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+class _Cases:
+    """Keeps the k best and k worst frames by one metric (with their images)."""
+
+    def __init__(self, metric: str, k: int):
+        self.metric, self.k = metric, k
+        self.sign = 1.0 if metrics.HIGHER_IS_BETTER[metric] else -1.0
+        self.best: list = []
+        self.worst: list = []
+        self.counter = 0
+
+    def add(self, value: float, label: str, images: tuple[np.ndarray, ...]) -> None:
+        if math.isnan(value) or self.k <= 0:
+            return
+        self.counter += 1
+        good = self.sign * value
+        item_best = (good, self.counter, label, value, images)
+        item_worst = (-good, self.counter, label, value, images)
+        for heap, item in ((self.best, item_best), (self.worst, item_worst)):
+            if len(heap) < self.k:
+                heapq.heappush(heap, item)
+            elif item[0] > heap[0][0]:
+                heapq.heapreplace(heap, item)
+
+    def sheet(self) -> np.ndarray | None:
+        import cv2
+
+        rows = []
+        for title, heap in (("best", self.best), ("worst", self.worst)):
+            for _, _, label, value, images in sorted(heap, reverse=True):
+                row = media.hstack(list(images)).copy()
+                scale = max(0.3, row.shape[0] / 256.0 * 0.5)
+                text = f"{title} {self.metric}={value:.4f} {label}"
+                cv2.putText(row, text, (4, int(14 * scale / 0.5)), cv2.FONT_HERSHEY_SIMPLEX,
+                            scale, (255, 255, 0), 1, cv2.LINE_AA)
+                rows.append(row)
+        return np.concatenate(rows, axis=0) if rows else None
+
+
+def evaluate(animator: Any, data_config: Any, *, cases: int = 3, quiet: bool = False,
+             degraded_source: bool = False) -> dict[str, Any]:
+    """Runs the protocol; returns per-video rows, summary and the contact sheet."""
+    from tqdm import tqdm
+
+    from data_pipelines.pipeline import make_eval_dataset
+
+    ds = make_eval_dataset(data_config, batch_size=animator.batch_size)
+    names = _video_names(data_config)
+    unavailable = metrics.unavailable_metrics()
+    metric_names = [m for m in metrics.METRICS if m not in unavailable]
+    sheet_metric = "lpips" if "lpips" in metric_names else "l1"
+    kept = _Cases(sheet_metric, cases)
+    per_video: dict[int, dict[str, list[float]]] = {}
+    state: dict[str, Any] = {"video": None}
+    total = len(ds)
+    t0 = time.perf_counter()
+    for batch in tqdm(ds, total=total, unit="batch", desc="evaluate", disable=quiet,
+                      dynamic_ncols=True):
+        vids = np.asarray(batch["video_index"])
+        for v in np.unique(vids):
+            rows = np.nonzero(vids == v)[0]
+            if state["video"] != v:  # a new video: encode its source once
+                key = "source_lq" if degraded_source else "source"
+                source = batch[key][rows[0]]
+                state.update(video=v, source=source, clean=batch["source"][rows[0]],
+                             src=animator.encode_source(source))
+                state["motion"] = animator.prepare_motion(state["src"], relative=False)
+            driving = batch["driving"][rows]
+            pred = animator.render(state["src"], driving, state["motion"])
+            target = driving.astype(np.float32) / 255.0
+            copy = np.broadcast_to(state["source"].astype(np.float32) / 255.0, target.shape)
+            model_vals = metrics.compute_metrics(pred, target, tuple(metric_names))
+            copy_vals = metrics.compute_metrics(copy, target, tuple(metric_names))
+            acc = per_video.setdefault(int(v), {})
+            for name in metric_names:
+                mv, cv = np.asarray(model_vals[name], np.float64), np.asarray(copy_vals[name],
+                                                                              np.float64)
+                if name == "psnr":
+                    mv, cv = np.minimum(mv, PSNR_CAP_DB), np.minimum(cv, PSNR_CAP_DB)
+                acc.setdefault(name, []).extend(mv.tolist())
+                acc.setdefault(f"copy_{name}", []).extend(cv.tolist())
+            frames_t = np.asarray(batch["frame_index"])[rows, 1]
+            for i, row in enumerate(rows):
+                label = f"{names[int(v)]} t={int(frames_t[i])}"
+                kept.add(float(model_vals[sheet_metric][i]), label,
+                         (state["source"], batch["driving"][row], pred[i]))
+    seconds = time.perf_counter() - t0
+
+    rows_out = []
+    for v in sorted(per_video):
+        acc = per_video[v]
+        row = {"video_index": v, "video": names[v], "frames": len(acc[metric_names[0]])}
+        for name in metric_names:
+            row[name] = _mean(acc[name])
+            row[f"copy_{name}"] = _mean(acc[f"copy_{name}"])
+        rows_out.append(row)
+    everything = {k: [x for acc in per_video.values() for x in acc[k]]
+                  for k in (metric_names + [f"copy_{m}" for m in metric_names])}
+    num_frames = sum(r["frames"] for r in rows_out)
+    summary = {
+        "protocol": "FOMM reconstruction: frame 0 is the source, every frame t driven; "
+                    "means over all frames",
+        "source": "degraded (config.data.degradation)" if degraded_source else "clean frame 0",
+        "num_videos": len(rows_out),
+        "num_frames": num_frames,
+        "metrics": {m: {"model": _mean(everything[m]), "copy_source": _mean(
+            everything[f"copy_{m}"]), "higher_is_better": metrics.HIGHER_IS_BETTER[m]}
+            for m in metric_names},
+        "unavailable": unavailable,
+        "psnr_cap_db": PSNR_CAP_DB,
+        "contact_sheet_metric": sheet_metric,
+        "seconds_per_frame": seconds / max(num_frames, 1),
+    }
+    return {"rows": rows_out, "summary": summary, "sheet": kept.sheet(),
+            "metric_names": metric_names}
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    lines = [f"{'metric':8s} {'model':>10s} {'copy-source':>12s}"]
+    for name, vals in summary["metrics"].items():
+        lines.append(f"{name:8s} {vals['model']:10.4f} {vals['copy_source']:12.4f}")
+    for name, why in summary["unavailable"].items():
+        lines.append(f"{name:8s} {'missing':>10s} {'missing':>12s}  ({why})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parse(argv)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise _fail(f"--out {out} exists and is not empty; choose another or pass "
+                    "--overwrite")
+
+    from asrth_jax import inference
+    from asrth_jax.config_lib import load_config_file
+    from data_pipelines.errors import DatasetNotFoundError
+
+    config = load_config_file(args.config)
+    configure_data(config.data, args.data, max_videos=args.max_videos,
+                   max_frames=args.max_frames, batch_size=args.batch_size,
+                   degraded_source=args.degraded_source)
+    try:
+        model = inference.load_generator_side(
+            config, checkpoint=args.checkpoint, torch_checkpoint=args.torch_checkpoint,
+            dtype=None if args.dtype == "float32" else args.dtype)
+    except inference.ModelLoadError as err:
+        raise _fail(f"{err} (config {args.config})") from None
+    animator = inference.make_animator(model, config.data.eval.batch_size)
+    try:
+        result = evaluate(animator, config.data, cases=args.contact_cases, quiet=args.quiet,
+                          degraded_source=args.degraded_source)
+    except (DatasetNotFoundError, ValueError) as err:
+        raise _fail(str(err)) from None
+
+    out.mkdir(parents=True, exist_ok=True)
+    fields = ["video_index", "video", "frames"] + [
+        k for m in result["metric_names"] for k in (m, f"copy_{m}")]
+    with open(out / "per_video.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(result["rows"])
+    summary = dict(result["summary"], checkpoint=args.checkpoint or args.torch_checkpoint,
+                   config=args.config, data=args.data)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if result["sheet"] is not None:
+        media.write_png(out / "contact_sheet.png", result["sheet"])
+    print(format_table(summary))
+    print(f"{summary['num_videos']} videos, {summary['num_frames']} frames -> {out}",
+          file=sys.stderr)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
