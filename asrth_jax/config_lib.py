@@ -24,6 +24,7 @@ RELEASED_MODEL = {
         "block_expansion": 64, "max_features": 512, "num_down_blocks": 2,
         "reshape_channel": 32, "reshape_depth": 16, "num_resblocks": 6,
         "estimate_occlusion_map": True, "decoder_out_features": 64, "decoder_hidden": 128,
+        "decoder_middle_blocks": 6,
         "dense_motion": {
             "block_expansion": 32, "max_features": 1024, "num_blocks": 5,
             "reshape_depth": 16, "compress": 4,

@@ -1,11 +1,11 @@
 """Grain input pipelines: training pairs and the evaluation (reconstruction) protocol.
 
-Training, per host:  record keys -> this host's shard -> per-epoch shuffle ->
-read pair (source, driving) -> FOMM augmentations -> degrade the source only ->
-batch -> uint8->float32 -> threads / worker processes / prefetch.
-Everything before batching is a MapDataset, so element ``i`` of the stream is a
-pure function of (seed, shard, i): the same seed gives the same batches, and a
-saved iterator state (a few integers) restores the stream exactly.
+Training: one global stream (per-epoch shuffle of all record keys), cut into global
+batches; each host reads its slice of every global batch -> read pair (source,
+driving) -> FOMM augmentations -> degrade the source only -> batch -> uint8->float32
+-> threads / worker processes / prefetch. Element ``i`` of a host's stream is a pure
+function of (seed, global position): the same seed gives the same global batches for
+any number of hosts, and a saved iterator state (a few integers) restores the stream.
 
 Batch (dict of NHWC arrays): ``source`` (clean), ``source_lq`` (degraded, same
 shape), ``driving`` (clean target), float32 in [0, 1] (uint8 with
@@ -68,16 +68,35 @@ def make_pair_source(config: ml_collections.ConfigDict, split: str = "train",
     )
 
 
-class _ReadPair(grain.transforms.MapWithIndex):
-    """Record key + stream position -> pair; the epoch comes from the position."""
+class _ReadGlobalRecord(grain.transforms.Map):
+    """Local stream position -> this host's element of the one global stream.
 
-    def __init__(self, source: PairSource, shard_len: int):
+    Global batch b holds global positions [b*G, (b+1)*G); host h reads the slice
+    [h*B, (h+1)*B) of it. Record choice, augmentation and degradation depend only on
+    the global position, so a global batch is the same for any number of hosts (and
+    a 2-process run computes the losses of a 1-process run).
+    """
+
+    def __init__(self, source: PairSource, global_keys: grain.MapDataset, seed: int,
+                 shard_index: int, per_host: int, shard_count: int,
+                 augment: AugmentPair, degrade: DegradeSource):
         self.source = source
-        self.shard_len = shard_len
+        self.global_keys = global_keys
+        self.seed = seed
+        self.shard_index = shard_index
+        self.per_host = per_host
+        self.global_batch = per_host * shard_count
+        self.augment = augment
+        self.degrade = degrade
 
-    def map_with_index(self, index: int, key: int) -> dict[str, Any]:
-        epoch = index // self.shard_len
-        return self.source[epoch * len(self.source) + int(key)]
+    def map(self, local_position: int) -> dict[str, Any]:
+        batch, offset = divmod(int(local_position), self.per_host)
+        position = batch * self.global_batch + self.shard_index * self.per_host + offset
+        epoch = position // len(self.source)
+        element = self.source[epoch * len(self.source) + int(self.global_keys[position])]
+        aug_rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1, position]))
+        deg_rng = np.random.default_rng(np.random.SeedSequence([self.seed, 2, position]))
+        return self.degrade.random_map(self.augment.random_map(element, aug_rng), deg_rng)
 
 
 class _ToOutput(grain.transforms.Map):
@@ -115,16 +134,18 @@ def make_train_dataset(
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
     source = source or make_pair_source(config, "train", seed)
-    per_shard = len(source) // shard_count
-    if per_shard < per_host_batch_size:
+    global_batch = per_host_batch_size * shard_count
+    if len(source) < global_batch:
         raise ValueError(
-            f"{len(source)} training records give {per_shard} per host, fewer than the per-host "
-            f"batch {per_host_batch_size}; raise config.data.num_repeats or add videos")
-    keys = grain.MapDataset.range(shard_index * per_shard, (shard_index + 1) * per_shard)
-    ds = keys.shuffle(seed=seed).repeat(num_epochs)
-    ds = ds.map_with_index(_ReadPair(source, per_shard))
-    ds = ds.random_map(AugmentPair(config.augmentation), seed=seed + 1)
-    ds = ds.random_map(DegradeSource(config.degradation), seed=seed + 2)
+            f"{len(source)} training records are fewer than the global batch {global_batch}; "
+            "raise config.data.num_repeats or add videos")
+    # Per-epoch reshuffle of all record keys: one global order for every host count.
+    global_keys = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat(num_epochs)
+    local_batches = len(global_keys) // global_batch
+    ds = grain.MapDataset.range(local_batches * per_host_batch_size)
+    ds = ds.map(_ReadGlobalRecord(source, global_keys, seed, shard_index, per_host_batch_size,
+                                  shard_count, AugmentPair(config.augmentation),
+                                  DegradeSource(config.degradation)))
     ds = ds.batch(per_host_batch_size, drop_remainder=True)
     return ds.map(_ToOutput(config.output_uint8))
 
@@ -200,7 +221,10 @@ def make_eval_dataset(
     items = []
     for v in range(min(len(videos), max_videos)):
         n = videos.num_frames(v)
-        items += [(v, t) for t in range(min(n, config.eval.max_frames or n))]
+        # A frame cap samples evenly over the clip: the first frames barely move.
+        count = min(n, config.eval.max_frames or n)
+        frames = np.unique(np.round(np.linspace(0, n - 1, count)).astype(int))
+        items += [(v, int(t)) for t in frames]
     per = -(-len(items) // shard_count)
     ds = grain.MapDataset.source(items[shard_index * per:(shard_index + 1) * per])
     ds = ds.map(_EvalPair(videos, config.degradation, config.eval.degradation_seed))

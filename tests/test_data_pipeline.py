@@ -87,6 +87,25 @@ def test_two_hosts_disjoint_and_cover_epoch():
     assert sorted(np.concatenate(keys)) == list(range(12))
 
 
+def test_global_batch_is_the_same_for_any_host_count():
+    c = _config("realesrgan2")
+    one = pipeline.make_train_dataset(c, seed=3, per_host_batch_size=4)
+    two = [pipeline.make_train_dataset(c, seed=3, shard_index=h, shard_count=2,
+                                       per_host_batch_size=2) for h in range(2)]
+    for b in (0, 5):
+        joined = {k: np.concatenate([two[0][b][k], two[1][b][k]]) for k in one[b]}
+        for key in ("record_key", "source", "source_lq", "driving"):
+            np.testing.assert_array_equal(joined[key], one[b][key], err_msg=key)
+
+
+def test_eval_frames_span_the_video():
+    c = _config("none")
+    c.eval.max_frames = 3
+    ds = pipeline.make_eval_dataset(c, batch_size=6)
+    fi = np.concatenate([ds[i]["frame_index"] for i in range(len(ds))])
+    assert list(fi[:3, 1]) == [0, 4, 7]  # evenly spaced over 8 frames, not the first 3
+
+
 def test_eval_protocol():
     c = _config("downsample")
     ds = pipeline.make_eval_dataset(c, batch_size=5)

@@ -46,7 +46,8 @@ class OcclusionAwareSPADEGenerator(nnx.Module):
     def __init__(self, *, image_channel, feature_channel, num_kp, block_expansion,
                  max_features, num_down_blocks, reshape_channel, reshape_depth,
                  num_resblocks, estimate_occlusion_map, dense_motion_params,
-                 decoder_out_features=64, decoder_hidden=128, remat=False,
+                 decoder_out_features=64, decoder_hidden=128, decoder_middle_blocks=6,
+                 remat=False,
                  rngs: nnx.Rngs, dtype=None):
         kw = dict(rngs=rngs, dtype=dtype)
         self.dense_motion_network = DenseMotionNetwork(
@@ -67,7 +68,8 @@ class OcclusionAwareSPADEGenerator(nnx.Module):
         self.third = blocks.SameBlock2d(max_features, out_features, 3, 1, lrelu=True, **kw)
         self.fourth = blocks.conv(out_features, out_features, 1, **kw)
         self.decoder = SPADEDecoder(in_features=out_features, out_features=decoder_out_features,
-                                    hidden=decoder_hidden, image_channel=image_channel, **kw)
+                                    hidden=decoder_hidden, num_middle=decoder_middle_blocks,
+                                    image_channel=image_channel, **kw)
         self.remat = remat
 
     def encode_source(self, source_image: jax.Array) -> jax.Array:
