@@ -11,6 +11,7 @@ Multi-host: pass `--distributed` (Cloud TPU, SLURM, GKE: auto-detected) or the t
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -22,6 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 from absl import app, flags
+from etils import epath
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -209,6 +211,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         if config.log.profile_steps:
             hooks.append(periodic_actions.Profile(num_profile_steps=config.log.profile_steps,
                                                   logdir=workdir, first_profile=start_step + 10))
+    # Machine-readable twin of the TensorBoard scalars (one JSON object per log step).
+    metrics_log = (epath.Path(workdir) / "metrics.jsonl").open("a") if is_chief else None
     pending: list[dict[str, jax.Array]] = []
     last_scalars: dict[str, Any] = {}
     tick = time.perf_counter()
@@ -242,6 +246,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 scalars["lr"] = learning_rate(config.optim, step)
                 writer.write_scalars(step, scalars)
                 last_scalars = {"step": step, **scalars}
+                if is_chief:
+                    metrics_log.write(json.dumps(last_scalars) + "\n")
+                    metrics_log.flush()
             if step % config.log.images_every_steps == 0 or step == start_step + 1:
                 visuals = jax.device_get(trainer.visual_step(state, batch))
                 local_np = {k: np.asarray(local[k], np.float32) for k in BATCH_KEYS}
@@ -260,6 +267,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 break
     finally:
         checkpointer.close()
+        if metrics_log is not None:
+            metrics_log.close()
         writer.flush()
         signal.signal(signal.SIGTERM, previous_handler)
     return last_scalars
@@ -291,5 +300,15 @@ def main(argv) -> None:
         sys.exit(1)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing with a one-line error (misspelt config key, bad value)."""
+    try:
+        return FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as exc:
+        message = " ".join(str(exc).replace("\\n", " ").replace("\\'", "'").split())
+        print(f"error: bad flag or config override: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -182,9 +182,13 @@ class Trainer:
         }
 
     def init_state(self, seed: int) -> dict[str, Any]:
-        """Freshly initialised state, created directly with its shardings."""
-        init = jax.jit(self._init_state, out_shardings=self.state_sharding)
-        return init(jnp.asarray(seed, jnp.int32))
+        """Freshly initialised state with its shardings.
+
+        Initialised replicated, then resharded: random bits then do not depend on how
+        the mesh partitions the init program, so every mesh starts from equal weights.
+        """
+        init = jax.jit(self._init_state, out_shardings=self.replicated)
+        return jax.device_put(init(jnp.asarray(seed, jnp.int32)), self.state_sharding)
 
     def shard_batch(self, local_batch: dict[str, Any]) -> Batch:
         """Per-host numpy batch -> global jax arrays split over the mesh."""

@@ -1,0 +1,216 @@
+"""The train loop end to end, in subprocesses (device counts are fixed at JAX start-up).
+
+Every run shares one persistent compilation cache, so only the first run of each
+device layout pays the XLA compile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "tests" / "tiny_train_config.py")
+LOSS_KEYS = ("generator_total", "perceptual", "discriminator_gan", "equivariance_value",
+             "keypoint_prior", "expression", "feature_matching", "generator_gan")
+
+
+@pytest.fixture(scope="session")
+def jax_env(tmp_path_factory):
+    env = dict(os.environ)
+    env.update(JAX_PLATFORMS="cpu",
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def train_command(workdir: Path, *overrides: str, config: str = TINY) -> list[str]:
+    return [sys.executable, "-m", "asrth_jax.train", f"--config={config}",
+            f"--workdir={workdir}", *overrides]
+
+
+def read_metrics(workdir: Path) -> dict[int, dict]:
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {row["step"]: row for row in rows}
+
+
+def finished_checkpoints(workdir: Path) -> list[int]:
+    ckpt = workdir / "checkpoints"
+    return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.exists() \
+        else []
+
+
+def wait_for(predicate, process: subprocess.Popen, timeout: float = 400.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"process exited early with {process.returncode}: "
+                                 f"{process.stderr.read() if process.stderr else ''}")
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError("timed out")
+
+
+def assert_losses_equal(a: dict, b: dict, rtol: float) -> None:
+    for key in LOSS_KEYS:
+        np.testing.assert_allclose(a[key], b[key], rtol=rtol, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, jax_env):
+    """Reference run: 10 steps, one device, checkpoints every 3 steps."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    subprocess.run(train_command(workdir, "--config.train.num_steps=10",
+                                 "--config.checkpoint.every_steps=3"),
+                   env=jax_env, check=True, capture_output=True, timeout=900)
+    metrics = read_metrics(workdir)
+    assert sorted(metrics) == list(range(1, 11))
+    return workdir, metrics
+
+
+def test_training_logs_scalars_images_and_checkpoints(uninterrupted):
+    workdir, metrics = uninterrupted
+    assert finished_checkpoints(workdir) == [6, 9, 10]  # keep=3 of 3, 6, 9, 10
+    assert all(np.isfinite(m["generator_total"]) for m in metrics.values())
+    events = list(workdir.glob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(str(events[0]), size_guidance={"images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert "perceptual" in tags["scalars"] or "perceptual" in tags.get("tensors", [])
+    assert tags["images"] or any("lq" in t for t in tags.get("tensors", []))
+
+
+def test_sigkill_resume_reproduces_losses_and_sigterm_checkpoints(uninterrupted, tmp_path,
+                                                                  jax_env):
+    _, reference = uninterrupted
+    workdir = tmp_path / "killed"
+    process = subprocess.Popen(
+        train_command(workdir, "--config.train.num_steps=1000",
+                      "--config.checkpoint.every_steps=3"),
+        env=jax_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Kill between checkpoints: after step 4 is logged, before step 6 is saved.
+    wait_for(lambda: 4 in read_metrics(workdir) and 3 in finished_checkpoints(workdir),
+             process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed_from = max(finished_checkpoints(workdir))
+    assert resumed_from == 3
+    subprocess.run(train_command(workdir, f"--config.train.num_steps={resumed_from + 5}",
+                                 "--config.checkpoint.every_steps=3"),
+                   env=jax_env, check=True, capture_output=True, timeout=900)
+    resumed = read_metrics(workdir)
+    for step in range(resumed_from + 1, resumed_from + 6):
+        assert_losses_equal(resumed[step], reference[step], rtol=1e-6)
+
+    # SIGTERM (TPU preemption) leaves a checkpoint of the step the run was on.
+    process = subprocess.Popen(
+        train_command(workdir, "--config.train.num_steps=1000",
+                      "--config.checkpoint.every_steps=1000"),
+        env=jax_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    start = resumed_from + 5
+    wait_for(lambda: max(read_metrics(workdir)) >= start + 2, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) == 0
+    last_logged = max(read_metrics(workdir))
+    assert max(finished_checkpoints(workdir)) == last_logged > start
+
+
+SHARDED_LOSSES = """
+import json, sys
+import jax, numpy as np
+from asrth_jax import sharding
+from asrth_jax.config_lib import load_config_file
+from asrth_jax.train_step import Trainer
+from data_pipelines.pipeline import make_train_loader
+config = load_config_file(sys.argv[1])
+batch = next(make_train_loader(config.data, seed=config.seed,
+                               global_batch_size=config.train.global_batch_size))
+results = {}
+for name, data, fsdp, shard_params in (("data", 8, 1, False), ("data_fsdp", 4, 2, True)):
+    with config.unlocked():
+        config.mesh.data, config.mesh.fsdp, config.mesh.shard_params = data, fsdp, shard_params
+    trainer = Trainer(config, sharding.make_mesh(config.mesh))
+    state = trainer.init_state(config.seed)
+    if shard_params:
+        specs = {str(s.spec) for s in jax.tree.leaves(trainer.state_sharding)}
+        assert any("fsdp" in s for s in specs), specs
+    _, metrics = trainer.train_step(state, trainer.shard_batch(batch), trainer.frozen_state)
+    results[name] = {k: float(v) for k, v in jax.device_get(metrics).items()}
+print("RESULT" + json.dumps(results))
+"""
+
+
+def test_losses_equal_on_1_and_8_devices_with_data_and_fsdp_meshes(uninterrupted, jax_env):
+    _, reference = uninterrupted
+    env = dict(jax_env, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    out = subprocess.run([sys.executable, "-c", SHARDED_LOSSES, TINY], env=env, check=True,
+                         capture_output=True, text=True, timeout=900, cwd=REPO)
+    results = json.loads(out.stdout.split("RESULT", 1)[1])
+    for name in ("data", "data_fsdp"):
+        assert_losses_equal(results[name], reference[1], rtol=1e-5)
+
+
+def test_two_processes_match_single_process_and_resume(uninterrupted, tmp_path, jax_env):
+    """launch/local_multiprocess.sh: 2 processes x 2 CPU devices with gloo collectives."""
+    _, reference = uninterrupted
+    workdir = tmp_path / "two_procs"
+    launcher = [str(REPO / "launch" / "local_multiprocess.sh"), "2", "--devices-per-process",
+                "2", "--", f"--config={TINY}", f"--workdir={workdir}",
+                "--config.checkpoint.every_steps=2"]
+    env = dict(jax_env)
+    env.pop("XLA_FLAGS")
+    subprocess.run(launcher + ["--config.train.num_steps=4"], env=env, check=True,
+                   capture_output=True, timeout=900, cwd=REPO)
+    assert finished_checkpoints(workdir)[-1] == 4
+    # The second launch resumes across 2 processes from step 4.
+    subprocess.run(launcher + ["--config.train.num_steps=6"], env=env, check=True,
+                   capture_output=True, timeout=900, cwd=REPO)
+    metrics = read_metrics(workdir)
+    assert sorted(metrics) == list(range(1, 7))
+    for step in range(1, 7):
+        assert_losses_equal(metrics[step], reference[step], rtol=1e-5)
+
+
+def run_expecting_error(args: list[str], env: dict) -> str:
+    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr, out.stderr
+    return out.stderr.strip().splitlines()[-1]
+
+
+def test_missing_dataset_names_path_and_prepare_command(tmp_path, jax_env):
+    missing = tmp_path / "no_such_dataset"
+    line = run_expecting_error(train_command(tmp_path / "w", f"--config.data.tfds_dir={missing}",
+                                             config=str(REPO / "configs" / "vox.py")), jax_env)
+    assert str(missing) in line and "data_pipelines.prepare" in line
+
+
+def test_batch_that_does_not_divide_names_both_numbers(tmp_path, jax_env):
+    env = dict(jax_env, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    line = run_expecting_error(train_command(tmp_path / "w", "--config.train.global_batch_size=6"),
+                               env)
+    assert "6" in line and "4 devices" in line
+
+
+def test_misspelt_config_key_is_one_line(tmp_path, jax_env):
+    line = run_expecting_error(train_command(tmp_path / "w", "--config.train.nun_steps=3"),
+                               jax_env)
+    assert "nun_steps" in line
