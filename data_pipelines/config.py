@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from data_pipelines.degradation import default_degradation_config
+from data_pipelines.degradation_config import default_degradation_config
 
 KINDS = ("synthetic", "vox", "hdtf", "tfds")
 
