@@ -142,4 +142,8 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise SystemExit(f"error: config file {path} defines no get_config()")
-    return module.get_config()
+    try:
+        return module.get_config()
+    except (AttributeError, KeyError) as exc:  # a misspelt key in a locked ConfigDict
+        message = " ".join(str(exc).replace("\\n", " ").split())
+        raise SystemExit(f"error: config file {path}: unknown key {message}") from None

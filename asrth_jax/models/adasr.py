@@ -28,6 +28,8 @@ class AdaSRGenerator(nnx.Module):
     def __init__(self, model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs,
                  dtype: str | None = None, remat: bool = False):
         common = model_config.common
+        self.image_channel = common.image_channel
+        self.size_multiple = required_multiple(model_config)
         dt = _dtype(dtype)
         self.generator = OcclusionAwareSPADEGenerator(
             image_channel=common.image_channel, feature_channel=common.feature_channel,
@@ -48,6 +50,7 @@ class AdaSRGenerator(nnx.Module):
         AdaSR: keypoints and pose come from the clean source; the appearance volume is
         encoded from `source_lq` during training (the degraded copy).
         """
+        check_image_shape(source.shape, self.image_channel, self.size_multiple)
         kp_canonical = self.kp_detector(source)
         he = self.he_estimator(source)
         return {
@@ -97,6 +100,29 @@ def build_discriminator(model_config: ml_collections.ConfigDict, seed: int | jax
     return _jit_init(
         lambda rngs: MultiScaleDiscriminator(num_channels=model_config.common.image_channel,
                                              rngs=rngs, dtype=_dtype(dtype), **disc), seed)
+
+
+def required_multiple(model_config: ml_collections.ConfigDict) -> int:
+    """Image sides must be multiples of this for every downsampling path to be exact."""
+    gen = model_config.generator
+    kp = model_config.kp_detector
+    appearance = 2**gen.num_down_blocks * 2**gen.dense_motion.num_blocks
+    keypoints = round(1 / kp.scale_factor) * 2**kp.num_blocks
+    return max(appearance, keypoints, 32)  # 32: the head-pose trunk's total stride
+
+
+def validate_image_shape(model_config: ml_collections.ConfigDict, shape: tuple) -> None:
+    """One clear error for images the networks cannot take."""
+    check_image_shape(shape, model_config.common.image_channel, required_multiple(model_config))
+
+
+def check_image_shape(shape: tuple, channels: int, multiple: int) -> None:
+    if len(shape) != 4 or shape[-1] != channels:
+        raise ValueError(f"expected images of shape (batch, height, width, {channels}), "
+                         f"got {tuple(shape)}")
+    if shape[1] % multiple or shape[2] % multiple:
+        raise ValueError(f"image size {shape[1]}x{shape[2]} is not a multiple of {multiple}; "
+                         f"resize to the config's image_size (e.g. {multiple * 8})")
 
 
 def count_params(module: nnx.Module) -> int:

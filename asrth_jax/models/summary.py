@@ -64,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args(argv)
-    result = summarize(load_config_file(args.config), args.image_size)
+    config = load_config_file(args.config)
+    size = args.image_size or config.image_size
+    try:
+        adasr.validate_image_shape(config.model, (1, size, size, config.model.common.image_channel))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    result = summarize(config, size)
     if args.json:
         print(json.dumps(result))
         return 0

@@ -1,0 +1,164 @@
+"""Model structure and the numerics that decide parity with the released checkpoint."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from asrth_jax import config_lib
+from asrth_jax.models import adasr, blocks
+from asrth_jax.models.head_pose import bins_to_degrees, rotation_matrix
+from asrth_jax.models.warp import (
+    grid_sample_2d,
+    grid_sample_3d,
+    make_coordinate_grid_2d,
+    make_coordinate_grid_3d,
+)
+
+RELEASED_COUNTS = {"generator": 100_988_176, "kp_detector": 41_940_047,
+                   "he_estimator": 30_254_838, "discriminator": 2_758_849}
+
+
+def test_parameter_counts_equal_the_release():
+    cfg = config_lib.model_config()
+    gen = nnx.eval_shape(lambda: adasr.AdaSRGenerator(cfg, rngs=nnx.Rngs(0)))
+    disc = nnx.eval_shape(lambda: adasr.build_discriminator(cfg, seed=jax.random.key(0)))
+    counts = {n: adasr.count_params(getattr(gen, n)) for n in
+              ("generator", "kp_detector", "he_estimator")}
+    counts["discriminator"] = adasr.count_params(disc)
+    assert counts == RELEASED_COUNTS
+
+
+def _numpy_grid_sample(volume: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Plain loop: trilinear, align_corners=False, zero padding (torch semantics)."""
+    d, h, w, c = volume.shape
+    out = np.zeros(grid.shape[:-1] + (c,))
+    for idx in np.ndindex(grid.shape[:-1]):
+        x, y, z = grid[idx]
+        px, py, pz = ((x + 1) * w - 1) / 2, ((y + 1) * h - 1) / 2, ((z + 1) * d - 1) / 2
+        x0, y0, z0 = int(np.floor(px)), int(np.floor(py)), int(np.floor(pz))
+        for dz, dy, dx in itertools.product((0, 1), repeat=3):
+            xi, yi, zi = x0 + dx, y0 + dy, z0 + dz
+            weight = ((px - x0) if dx else (1 - (px - x0))) * \
+                     ((py - y0) if dy else (1 - (py - y0))) * \
+                     ((pz - z0) if dz else (1 - (pz - z0)))
+            if 0 <= xi < w and 0 <= yi < h and 0 <= zi < d:
+                out[idx] += weight * volume[zi, yi, xi]
+    return out
+
+
+def test_trilinear_sampler_matches_plain_loop_including_outside_taps():
+    rng = np.random.default_rng(0)
+    volume = rng.normal(size=(3, 4, 5, 2)).astype(np.float32)
+    grid = rng.uniform(-1.3, 1.3, size=(2, 3, 4, 3)).astype(np.float32)
+    expected = _numpy_grid_sample(volume, grid)
+    np.testing.assert_allclose(grid_sample_3d(volume, grid), expected, atol=1e-5)
+
+
+def test_bilinear_sampler_matches_torch_grid_sample():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(6, 7, 3)).astype(np.float32)
+    grid = rng.uniform(-1.2, 1.2, size=(5, 4, 2)).astype(np.float32)
+    expected = torch.nn.functional.grid_sample(
+        torch.from_numpy(image).permute(2, 0, 1)[None], torch.from_numpy(grid)[None],
+        mode="bilinear", padding_mode="zeros", align_corners=False)[0].permute(1, 2, 0)
+    np.testing.assert_allclose(grid_sample_2d(image, grid), expected.numpy(), atol=1e-5)
+
+
+def test_identity_grid_reproduces_the_volume():
+    volume = np.random.default_rng(2).normal(size=(4, 5, 6, 3)).astype(np.float32)
+    # align_corners=False: the [-1, 1]-inclusive grid is NOT the identity, except at centre.
+    sampled = grid_sample_3d(volume, make_coordinate_grid_3d(4, 5, 6))
+    assert not np.allclose(sampled, volume)
+    centres = [(2 * np.arange(n) + 1) / n - 1 for n in (6, 5, 4)]
+    zz, yy, xx = np.meshgrid(centres[2], centres[1], centres[0], indexing="ij")
+    exact = np.stack([xx, yy, zz], -1).astype(np.float32)
+    np.testing.assert_allclose(grid_sample_3d(volume, exact), volume, atol=1e-5)
+
+
+def test_coordinate_grids_span_minus_one_to_one_with_x_along_width():
+    g2 = np.asarray(make_coordinate_grid_2d(3, 5))
+    assert g2.shape == (3, 5, 2)
+    np.testing.assert_allclose(g2[0, :, 0], np.linspace(-1, 1, 5), atol=1e-6)
+    np.testing.assert_allclose(g2[:, 0, 1], np.linspace(-1, 1, 3), atol=1e-6)
+    g3 = np.asarray(make_coordinate_grid_3d(2, 3, 4))
+    np.testing.assert_allclose(g3[:, 0, 0, 2], [-1, 1])
+    np.testing.assert_allclose(g3[0, 0, :, 0], np.linspace(-1, 1, 4), atol=1e-6)
+
+
+def test_rotation_is_pitch_then_yaw_then_roll_with_reference_constant():
+    yaw, pitch, roll = np.float32(30.0), np.float32(-20.0), np.float32(10.0)
+    y, p, r = (a / 180 * 3.14 for a in (yaw, pitch, roll))
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    ours = rotation_matrix(jnp.array([yaw]), jnp.array([pitch]), jnp.array([roll]))[0]
+    np.testing.assert_allclose(ours, rx @ ry @ rz, atol=1e-6)
+
+
+def test_bins_to_degrees_is_softmax_expectation():
+    logits = np.full((1, 66), -1e9, np.float32)
+    logits[0, 40] = 0.0
+    np.testing.assert_allclose(bins_to_degrees(logits), [40 * 3 - 99])
+
+
+def test_nearest_upsampling_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(3).normal(size=(1, 3, 4, 2)).astype(np.float32)
+    expected = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2),
+                                               scale_factor=2).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(blocks.upsample_nearest(x), expected)
+
+
+def test_spectral_norm_eval_uses_stored_vectors_like_torch():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    conv = torch.nn.utils.spectral_norm(torch.nn.Conv2d(3, 5, 3, padding=1))
+    conv.train()
+    conv(torch.randn(1, 3, 8, 8))  # one power iteration so u, v are meaningful
+    conv.eval()
+    x = np.random.default_rng(4).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = conv(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    ours = blocks.SpectralConv2d(3, 5, 3, padding=1, rngs=nnx.Rngs(0))
+    sd = {k: v.detach().numpy() for k, v in conv.state_dict().items()}
+    from asrth_jax.convert import _spectral_v_to_ours
+
+    ours.kernel[...] = sd["weight_orig"].transpose(2, 3, 1, 0)
+    ours.bias[...] = sd["bias"]
+    ours.u[...] = sd["weight_u"]
+    ours.v[...] = _spectral_v_to_ours(sd["weight_v"], sd["weight_orig"])
+    ours.eval()
+    np.testing.assert_allclose(ours(x), expected, atol=1e-5)
+    # Train mode advances the power iteration and stores the new vectors.
+    ours.train()
+    before = np.asarray(ours.u[...]).copy()
+    ours(x)
+    assert not np.allclose(before, ours.u[...])
+
+
+def test_wrong_image_size_is_one_clear_error():
+    cfg = config_lib.model_config()
+    with pytest.raises(ValueError, match="not a multiple of 128"):
+        adasr.validate_image_shape(cfg, (1, 500, 500, 3))
+    with pytest.raises(ValueError, match="expected images of shape"):
+        adasr.validate_image_shape(cfg, (1, 512, 512, 4))
+
+
+def test_misspelt_key_in_a_config_file_is_one_line(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from asrth_jax import config_lib\n"
+                   "def get_config():\n"
+                   "    c = config_lib.finalize(config_lib.base_config())\n"
+                   "    c.train.nun_steps = 3\n"
+                   "    return c\n")
+    with pytest.raises(SystemExit, match="nun_steps"):
+        config_lib.load_config_file(str(bad))
+    with pytest.raises(KeyError, match="unknown config key"):
+        config_lib.model_config({"generator": {"num_resblockz": 2}})
