@@ -126,10 +126,10 @@ def conv3d_as_2d(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_di
             or tuple(window_strides) != (1, 1, 1) or lhs_dilation not in ones
             or rhs_dilation not in ones or kwargs.get("out_sharding") is not None):
         return fallback()
+    if dimension_numbers is None:  # lax's default layout (NCDHW): not ours
+        return fallback()
     expected = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DN_3D)
-    given = (expected if dimension_numbers is None else
-             jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers))
-    if given != expected:
+    if jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != expected:
         return fallback()
     extra = {k: v for k, v in kwargs.items() if k != "out_sharding"}
     (d_lo, d_hi), hw_pad = tuple(padding[0]), [tuple(p) for p in padding[1:]]

@@ -163,10 +163,12 @@ def test_conv3d_as_2d_matches_xla():
         padding = [(pad, pad)] * 3
         want = jax.lax.conv_general_dilated(x, w, (1, 1, 1), padding,
                                             dimension_numbers=inference._DN_3D)
-        got = inference.conv3d_as_2d(x, w, (1, 1, 1), padding)
+        got = inference.conv3d_as_2d(x, w, (1, 1, 1), padding,
+                                     dimension_numbers=inference._DN_3D)
         np.testing.assert_allclose(got, want, atol=1e-4)
     # strided: falls back to XLA
-    got = inference.conv3d_as_2d(x, w, (1, 2, 2), [(3, 3)] * 3)
+    got = inference.conv3d_as_2d(x, w, (1, 2, 2), [(3, 3)] * 3,
+                                 dimension_numbers=inference._DN_3D)
     assert got.shape == (2, 5, 3, 4, 4)
 
 
