@@ -67,8 +67,14 @@ def wait_for(predicate, process: subprocess.Popen, timeout: float = 400.0):
 
 
 def assert_losses_equal(a: dict, b: dict, rtol: float) -> None:
-    for key in LOSS_KEYS:
+    """Objectives equal to `rtol`; each term equal to `rtol` of the objective it is
+    part of (terms such as the GAN mean of D outputs sit near zero, where a relative
+    bound would measure float32 summation order, not correctness)."""
+    for key in ("generator_total", "discriminator_gan"):
         np.testing.assert_allclose(a[key], b[key], rtol=rtol, err_msg=key)
+    for key in LOSS_KEYS:
+        np.testing.assert_allclose(a[key], b[key], rtol=0,
+                                   atol=rtol * abs(b["generator_total"]), err_msg=key)
 
 
 @pytest.fixture(scope="module")

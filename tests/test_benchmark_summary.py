@@ -1,0 +1,58 @@
+"""Benchmark and model-summary CLIs on CPU with the tiny test config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from asrth_jax import benchmark
+from asrth_jax.models import summary
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "tests" / "tiny_train_config.py")
+
+
+def test_peak_table_knows_accelerators_and_not_cpu():
+    h100 = SimpleNamespace(device_kind="NVIDIA H100 80GB HBM3")
+    assert benchmark.device_peak_flops(h100, "bfloat16") == 989e12
+    assert benchmark.device_peak_flops(SimpleNamespace(device_kind="TPU v5p"), "bfloat16")
+    assert benchmark.device_peak_flops(SimpleNamespace(device_kind="cpu"), "float32") is None
+
+
+def test_inference_benchmark_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["--config", TINY, "--batch", "2", "--steps", "1",
+                           "--inference-only", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["inference_s_per_frame"] > 0
+    assert result["inference_flops_per_frame"] > 0
+    assert result["batch"] == 2 and result["dtype"] == "float32"
+    assert "inference_frames_per_s" in capsys.readouterr().out
+
+
+def test_summary_counts_and_flops():
+    from asrth_jax.config_lib import load_config_file
+
+    result = summary.summarize(load_config_file(TINY))
+    assert result["parameters_total"] == sum(result["parameters"].values()) > 0
+    assert result["inference_gflops_per_frame"] > 0
+
+
+def test_summary_rejects_a_bad_image_size_in_one_line():
+    out = subprocess.run([sys.executable, "-m", "asrth_jax.models.summary", "--config", TINY,
+                          "--image-size", "50"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [
+        "error: image size 50x50 is not a multiple of 32; resize to the config's image_size "
+        "(e.g. 256)"]
+
+
+@pytest.mark.parametrize("flag", ["--dtype=float16"])
+def test_benchmark_rejects_unknown_dtype(flag):
+    with pytest.raises(SystemExit):
+        benchmark.main(["--config", TINY, flag])
