@@ -90,7 +90,7 @@ class DenseMotionNetwork(nnx.Module):
 
     def __init__(self, *, block_expansion, num_blocks, max_features, num_kp,
                  feature_channel, reshape_depth, compress, estimate_occlusion_map=True,
-                 rngs: nnx.Rngs, dtype=None):
+                 remat=False, rngs: nnx.Rngs, dtype=None):
         in_features = (num_kp + 1) * (compress + 1)
         self.hourglass = Hourglass3d(block_expansion, in_features, num_blocks, max_features,
                                      rngs=rngs, dtype=dtype)
@@ -105,6 +105,7 @@ class DenseMotionNetwork(nnx.Module):
             if estimate_occlusion_map else None
         )
         self.num_kp = num_kp
+        self.remat = remat
 
     def __call__(self, feature: jax.Array, kp_driving: jax.Array,
                  kp_source: jax.Array) -> dict[str, jax.Array]:
@@ -120,7 +121,10 @@ class DenseMotionNetwork(nnx.Module):
         stacked = jnp.concatenate([heat[..., None].astype(deformed.dtype), deformed], -1)
         stacked = jnp.transpose(stacked, (0, 2, 3, 4, 1, 5)).reshape(b, d, h, w, -1)
 
-        prediction = self.hourglass(stacked)
+        if self.remat:  # recompute the 3D hourglass in the backward pass to save memory
+            prediction = nnx.remat(lambda mdl, x: mdl(x))(self.hourglass, stacked)
+        else:
+            prediction = self.hourglass(stacked)
         mask = jax.nn.softmax(self.mask(prediction).astype(jnp.float32), axis=-1)
         deformation = jnp.einsum("bdhwk,bkdhwc->bdhwc", mask, motions)
         out = {"mask": mask, "deformation": deformation}

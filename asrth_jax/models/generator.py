@@ -52,7 +52,8 @@ class OcclusionAwareSPADEGenerator(nnx.Module):
         kw = dict(rngs=rngs, dtype=dtype)
         self.dense_motion_network = DenseMotionNetwork(
             num_kp=num_kp, feature_channel=feature_channel,
-            estimate_occlusion_map=estimate_occlusion_map, **dense_motion_params, **kw)
+            estimate_occlusion_map=estimate_occlusion_map, remat=remat, **dense_motion_params,
+            **kw)
         self.first = blocks.SameBlock2d(image_channel, block_expansion, 3, 1, **kw)
         down = []
         for i in range(num_down_blocks):
