@@ -92,18 +92,26 @@ def evaluate(trainer, state, config) -> dict[str, float]:
     ds = make_eval_dataset(data_cfg, batch_size=per_host, shard_index=jax.process_index(),
                            shard_count=jax.process_count())
     sums: dict[str, float] = {}
-    count = 0.0
-    for batch in ds:
-        n = batch["source"].shape[0]
-        local = {k: np.concatenate([batch[k]] + [batch[k][-1:]] * (per_host - n), 0)
-                 for k in BATCH_KEYS}
+    # Every host must run the same number of steps (collectives): pad to the longest.
+    num_batches = len(ds)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        num_batches = int(np.max(multihost_utils.process_allgather(np.array(num_batches))))
+    for index in range(num_batches):
+        batch = ds[index] if index < len(ds) else None
+        n = 0 if batch is None else batch["source"].shape[0]
+        template = batch if batch is not None else ds[0]
+        local = {k: np.concatenate(([batch[k]] if n else []) +
+                                   [template[k][-1:]] * (per_host - n), 0) for k in BATCH_KEYS}
         mask = np.zeros((per_host,), np.float32)
         mask[:n] = 1.0
-        values = trainer.eval_step(state, trainer.shard_batch(local))
-        global_mask = jax.make_array_from_process_local_data(trainer.batch_sharding, mask)
+        values = jax.device_get(trainer.eval_step(
+            state, trainer.shard_batch(local),
+            jax.make_array_from_process_local_data(trainer.batch_sharding, mask)))
         for key, value in values.items():
-            sums[key] = sums.get(key, 0.0) + float((value * global_mask).sum())
-        count += float(global_mask.sum())
+            sums[key] = sums.get(key, 0.0) + float(value)
+    count = sums.pop("count", 0.0)
     if count == 0:
         return {}
     return {f"eval/{k}": v / count for k, v in sums.items()}

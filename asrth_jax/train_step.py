@@ -124,8 +124,8 @@ class Trainer:
             donate_argnums=(0,))
         self.eval_step = jax.jit(
             self._eval_step,
-            in_shardings=(self.state_sharding, self.batch_sharding),
-            out_shardings=self.batch_sharding)
+            in_shardings=(self.state_sharding, self.batch_sharding, self.batch_sharding),
+            out_shardings=self.replicated)
 
     # ---------------------------------------------------------------- checkpoint views
     def state_to_items(self, state) -> dict[str, Any]:
@@ -299,9 +299,10 @@ class Trainer:
         }
         return new_state, jax.tree.map(lambda x: x.astype(jnp.float32), metrics)
 
-    def _eval_step(self, state, batch):
-        """Eval-mode (running statistics) per-example L1, PSNR, SSIM of the prediction
-        and of the copy-the-source floor."""
+    def _eval_step(self, state, batch, mask):
+        """Eval mode (running statistics): masked sums over the global batch of the
+        per-example L1, PSNR and SSIM of the prediction and of the copy-the-source
+        floor, plus the count. Replicated, so every host can read them."""
         import dm_pix
 
         gen = nnx.merge(self.gen_def, state["gen_params"], state["gen_rest"])
@@ -309,13 +310,17 @@ class Trainer:
         driving = batch["driving"].astype(jnp.float32)
         source = batch["source"].astype(jnp.float32)
         out = gen(source, driving, source_lq=batch["source_lq"].astype(jnp.float32))
-        result = {}
+        result = {"count": mask.sum()}
         for name, image in (("model", out["prediction"]), ("copy_source", source)):
-            result[f"{name}_l1"] = jnp.abs(image - driving).mean(axis=(1, 2, 3))
-            # Frame 0 of each video is the source itself: cap PSNR at 100 dB, not inf.
             mse = jnp.square(image - driving).mean(axis=(1, 2, 3))
-            result[f"{name}_psnr"] = -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
-            result[f"{name}_ssim"] = dm_pix.ssim(image, driving)
+            per_example = {
+                "l1": jnp.abs(image - driving).mean(axis=(1, 2, 3)),
+                # Frame 0 of each video is the source itself: cap PSNR at 100 dB.
+                "psnr": -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)),
+                "ssim": dm_pix.ssim(image, driving),
+            }
+            for metric, values in per_example.items():
+                result[f"{name}_{metric}"] = (values * mask).sum()
         return result
 
     @functools.cached_property
@@ -327,7 +332,8 @@ class Trainer:
             out = gen(batch["source"], batch["driving"], source_lq=batch["source_lq"])
             return {k: out[k] for k in ("prediction", "occlusion_map", "kp_source",
                                         "kp_driving")}
-        return jax.jit(visuals)
+        # Replicated output: every host may fetch it (only the chief writes images).
+        return jax.jit(visuals, out_shardings=self.replicated)
 
     # ---------------------------------------------------------------- views
     def models(self, state) -> tuple[nnx.Module, nnx.Module]:

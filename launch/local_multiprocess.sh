@@ -106,8 +106,9 @@ PREFIX=()
 [[ -n $TIMEOUT ]] && PREFIX=(timeout --kill-after=10 "$TIMEOUT")
 
 proc_cmd() {  # proc_cmd I -> CMD array
+  # Config overrides must follow --config (absl parses left to right).
   CMD=("${PREFIX[@]}" env "${ENV[@]}" "$PYTHON" -m asrth_jax.train "${DEFAULTS[@]}"
-       --config.cpu_collectives=gloo "${TRAIN_ARGS[@]}"
+       "${TRAIN_ARGS[@]}" --config.cpu_collectives=gloo
        --coordinator_address "$COORD" --num_processes "$NPROC" --process_id "$1")
 }
 
