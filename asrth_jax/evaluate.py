@@ -47,7 +47,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--baseline", default="copy-source", choices=("copy-source",),
                    help="baseline computed beside the model (always copy-source)")
     p.add_argument("--max-videos", type=int, default=0, help="first N test videos (0: all)")
-    p.add_argument("--max-frames", type=int, default=0, help="first N frames each (0: all)")
+    p.add_argument("--max-frames", type=int, default=0,
+                   help="N frames per video, evenly spaced from frame 0 (0: all)")
     p.add_argument("--batch-size", type=int, default=0,
                    help="frames per step (0: config.data.eval.batch_size)")
     p.add_argument("--degraded-source", action="store_true",
