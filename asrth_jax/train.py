@@ -235,8 +235,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             for hook in hooks:
                 hook(step)
 
+            # Read the flag once: a signal landing later in this iteration is handled
+            # (checkpoint, then exit) at the end of the next step, never skipped.
+            stopping = stop_signal["received"]
             log_now = step % config.log.scalars_every_steps == 0
-            save_now = (step % config.checkpoint.every_steps == 0 or stop_signal["received"]
+            save_now = (step % config.checkpoint.every_steps == 0 or stopping
                         or step == config.train.num_steps)
             if log_now or save_now:
                 host = jax.device_get(pending)
@@ -270,7 +273,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 last_scalars.update(eval_scalars)
             if save_now:
                 checkpointer.save(step, state)
-            if stop_signal["received"]:
+            if stopping:
                 logging.warning("SIGTERM: saved step %d, exiting", step)
                 break
     finally:
