@@ -373,6 +373,11 @@ def load_generator_side(config: ml_collections.ConfigDict, *, checkpoint: str | 
 
     if (checkpoint is None) == (torch_checkpoint is None):
         raise ModelLoadError("pass exactly one of --checkpoint DIR and --torch-checkpoint FILE")
+    if checkpoint is not None and not os.path.isdir(checkpoint):
+        raise ModelLoadError(f"checkpoint directory {os.path.abspath(checkpoint)} does not "
+                             "exist")
+    if torch_checkpoint is not None and not os.path.isfile(torch_checkpoint):
+        raise ModelLoadError(f"torch checkpoint {torch_checkpoint} does not exist")
     # Abstract module (shapes only): random initialisation would be wasted work.
     model = nnx.eval_shape(lambda: adasr.build_generator(config.model, dtype=dtype))
     if torch_checkpoint is not None:
