@@ -72,3 +72,12 @@ def state_shardings(abstract_state: Any, mesh: Mesh, shard_params: bool) -> Any:
         return NamedSharding(mesh, P())
 
     return jax.tree_util.tree_map_with_path(leaf_sharding, abstract_state)
+
+
+def process_barrier(name: str, timeout_s: float = 1800.0) -> None:
+    """All processes wait here (coordination service, not a device collective)."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+
+    distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))

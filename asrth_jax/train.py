@@ -106,9 +106,9 @@ def evaluate(trainer, state, config) -> dict[str, float]:
                                    [template[k][-1:]] * (per_host - n), 0) for k in BATCH_KEYS}
         mask = np.zeros((per_host,), np.float32)
         mask[:n] = 1.0
-        values = jax.device_get(trainer.eval_step(
-            state, trainer.shard_batch(local),
-            jax.make_array_from_process_local_data(trainer.batch_sharding, mask)))
+        args = (state, trainer.shard_batch(local),
+                jax.make_array_from_process_local_data(trainer.batch_sharding, mask))
+        values = jax.device_get(trainer.compiled("eval", trainer.eval_step, *args)(*args))
         for key, value in values.items():
             sums[key] = sums.get(key, 0.0) + float(value)
     count = sums.pop("count", 0.0)
@@ -229,7 +229,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         while step < config.train.num_steps:
             local = next(data_iterator)
             batch = trainer.shard_batch(local)
-            state, metrics = trainer.train_step(state, batch, trainer.frozen_state)
+            train_step = trainer.compiled("train", trainer.train_step, state, batch,
+                                          trainer.frozen_state)
+            state, metrics = train_step(state, batch, trainer.frozen_state)
             step += 1
             pending.append(metrics)
             for hook in hooks:
@@ -261,7 +263,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                     metrics_log.write(json.dumps(last_scalars) + "\n")
                     metrics_log.flush()
             if step % config.log.images_every_steps == 0 or step == start_step + 1:
-                visuals = jax.device_get(trainer.visual_step(state, batch))
+                visual_step = trainer.compiled("visual", trainer.visual_step, state, batch)
+                visuals = jax.device_get(visual_step(state, batch))
                 local_np = {k: np.asarray(local[k], np.float32) for k in BATCH_KEYS}
                 grid = make_image_grid(local_np, visuals)
                 writer.write_images(step, {"source|lq|driving|prediction|occlusion|kp":

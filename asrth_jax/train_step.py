@@ -127,6 +127,21 @@ class Trainer:
             in_shardings=(self.state_sharding, self.batch_sharding, self.batch_sharding),
             out_shardings=self.replicated)
 
+    # ---------------------------------------------------------------- compilation
+    def compiled(self, name: str, jitted, *args):
+        """Ahead-of-time compiled `jitted` for these arguments, cached by `name`.
+
+        With several processes, compile times differ (one may hit the persistent cache,
+        another not) and the first collective of a program waits only ~30 s for its
+        peers; so every process compiles first and then meets the others at a
+        coordination-service barrier that allows for slow compiles.
+        """
+        cache = self.__dict__.setdefault("_compiled", {})
+        if name not in cache:
+            cache[name] = jitted.lower(*args).compile()
+            sharding.process_barrier(f"compiled_{name}")
+        return cache[name]
+
     # ---------------------------------------------------------------- checkpoint views
     def state_to_items(self, state) -> dict[str, Any]:
         """Train state -> checkpoint items; `models` has the layout of
