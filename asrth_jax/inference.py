@@ -100,65 +100,6 @@ def normalized_keypoints(kp: np.ndarray) -> np.ndarray:
     return kp
 
 
-# ---------------------------------------------------------------------- 3D convolutions
-_DN_3D = ("NDHWC", "DHWIO", "NDHWC")
-
-
-def conv3d_as_2d(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None,
-                 rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
-                 precision=None, **kwargs: Any) -> jax.Array:
-    """`lax.conv_general_dilated` for NDHWC 3D convolutions as a sum of 2D convolutions.
-
-    XLA:CPU runs 3D convolutions on a slow generic path (a 7x7x7 kernel is ~25x slower
-    than PyTorch/oneDNN), while its 2D convolutions are fast. A stride-1 3D convolution
-    is the sum over kernel depth offsets dz of 2D convolutions of the depth-shifted
-    input (depth folded into the batch) with the kernel slice at dz. Anything else
-    (strides, dilation, groups, string padding) falls back to the XLA operation.
-    """
-    def fallback():
-        return jax.lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count, precision=precision, **kwargs)
-
-    ones = (None, (1, 1, 1), [1, 1, 1], 1)
-    if (lhs.ndim != 5 or isinstance(padding, str) or feature_group_count != 1
-            or tuple(window_strides) != (1, 1, 1) or lhs_dilation not in ones
-            or rhs_dilation not in ones or kwargs.get("out_sharding") is not None):
-        return fallback()
-    if dimension_numbers is None:  # lax's default layout (NCDHW): not ours
-        return fallback()
-    expected = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DN_3D)
-    if jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != expected:
-        return fallback()
-    extra = {k: v for k, v in kwargs.items() if k != "out_sharding"}
-    (d_lo, d_hi), hw_pad = tuple(padding[0]), [tuple(p) for p in padding[1:]]
-    b, d, h, w, c = lhs.shape
-    kd = rhs.shape[0]
-    x = jnp.pad(lhs, ((0, 0), (d_lo, d_hi), (0, 0), (0, 0), (0, 0)))
-    d_out = d + d_lo + d_hi - kd + 1
-    out = None
-    for dz in range(kd):
-        y = jax.lax.conv_general_dilated(
-            x[:, dz:dz + d_out].reshape(b * d_out, h, w, c), rhs[dz], (1, 1), hw_pad,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision, **extra)
-        out = y if out is None else out + y
-    return out.reshape((b, d_out) + out.shape[1:])
-
-
-def use_2d_kernels_for_3d_convs(module: nnx.Module) -> int:
-    """Routes every 3D `nnx.Conv` of `module` through `conv3d_as_2d`; returns the count.
-
-    The parameters are untouched (same checkpoint, same maths up to float rounding).
-    """
-    count = 0
-    for _, node in nnx.iter_graph(module):
-        if isinstance(node, nnx.Conv) and len(node.kernel_size) == 3:
-            node.conv_general_dilated = conv3d_as_2d
-            count += 1
-    return count
-
-
 # Jitted bodies at module level with the graph definition static, so every Animator
 # over the same architecture (and batch shape) shares one compiled program.
 TRACE_COUNTS: collections.Counter = collections.Counter()
@@ -237,13 +178,10 @@ class Animator:
     `TRACE_COUNTS` counts traces (= compilations) over all animators (tests use both).
     """
 
-    def __init__(self, generator_side: adasr.AdaSRGenerator, batch_size: int = 1,
-                 conv3d_as_2d: bool = True):
+    def __init__(self, generator_side: adasr.AdaSRGenerator, batch_size: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         generator_side.eval()
-        if conv3d_as_2d:
-            use_2d_kernels_for_3d_convs(generator_side)
         graphdef, self.state = nnx.split(generator_side)
         self.graphdef = _StaticGraph(graphdef)
         self.batch_size = int(batch_size)
@@ -345,14 +283,9 @@ class Animator:
         return int(np.argmin(dists))
 
 
-def make_animator(generator_side: adasr.AdaSRGenerator, batch_size: int = 1,
-                  conv3d_as_2d: bool = True) -> Animator:
-    """The inference object for `generator_side` and a batch size.
-
-    The module is set to eval mode and (by default) its 3D convolutions are routed
-    through `conv3d_as_2d`, which is several times faster on XLA:CPU.
-    """
-    return Animator(generator_side, batch_size, conv3d_as_2d)
+def make_animator(generator_side: adasr.AdaSRGenerator, batch_size: int = 1) -> Animator:
+    """The inference object for `generator_side` (set to eval mode) and a batch size."""
+    return Animator(generator_side, batch_size)
 
 
 # ---------------------------------------------------------------------- model loading

@@ -155,27 +155,3 @@ def test_load_errors_are_one_line(tmp_path):
         inference.load_generator_side(config)
 
 
-def test_conv3d_as_2d_matches_xla():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 5, 6, 7, 3)).astype(np.float32)
-    for k, pad in ((3, 1), (1, 0), (7, 3)):
-        w = rng.standard_normal((k, k, k, 3, 4)).astype(np.float32)
-        padding = [(pad, pad)] * 3
-        want = jax.lax.conv_general_dilated(x, w, (1, 1, 1), padding,
-                                            dimension_numbers=inference._DN_3D)
-        got = inference.conv3d_as_2d(x, w, (1, 1, 1), padding,
-                                     dimension_numbers=inference._DN_3D)
-        np.testing.assert_allclose(got, want, atol=1e-4)
-    # strided: falls back to XLA
-    got = inference.conv3d_as_2d(x, w, (1, 2, 2), [(3, 3)] * 3,
-                                 dimension_numbers=inference._DN_3D)
-    assert got.shape == (2, 5, 3, 4, 4)
-
-
-def test_3d_convs_are_routed_through_2d_kernels(animator):
-    model = nnx.merge(animator.graphdef.graphdef, animator.state)
-    convs3d = [n for _, n in nnx.iter_graph(model)
-               if isinstance(n, nnx.Conv) and len(n.kernel_size) == 3]
-    assert convs3d  # dense motion hourglass, mask, kp detector decoder, 3D resblocks
-    assert all(c.conv_general_dilated is inference.conv3d_as_2d for c in convs3d)
-    assert inference.use_2d_kernels_for_3d_convs(model) == len(convs3d)

@@ -162,3 +162,21 @@ def test_misspelt_key_in_a_config_file_is_one_line(tmp_path):
         config_lib.load_config_file(str(bad))
     with pytest.raises(KeyError, match="unknown config key"):
         config_lib.model_config({"generator": {"num_resblockz": 2}})
+
+
+def test_3d_convolution_as_2d_sums_matches_xla():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 6, 7, 3)).astype(np.float32)
+    for k, pad in ((3, 1), (1, 0), (7, 3)):
+        w = rng.standard_normal((k, k, k, 3, 4)).astype(np.float32)
+        padding = [(pad, pad)] * 3
+        want = jax.lax.conv_general_dilated(x, w, (1, 1, 1), padding,
+                                            dimension_numbers=blocks._DN_3D)
+        got = blocks._conv3d_as_2d(x, w, (1, 1, 1), padding, dimension_numbers=blocks._DN_3D)
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    # Strided: falls back to XLA's 3D convolution.
+    got = blocks._conv3d_as_2d(x, w, (1, 2, 2), [(3, 3)] * 3, dimension_numbers=blocks._DN_3D)
+    assert got.shape == (2, 5, 3, 4, 4)
+    # The model's 3D layers use the dispatching convolution.
+    layer = blocks.conv(3, 4, 3, padding=1, ndim=3, rngs=nnx.Rngs(0))
+    assert layer.conv_general_dilated is blocks.conv3d

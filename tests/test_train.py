@@ -188,8 +188,12 @@ def test_two_processes_killed_and_resumed_match_one_process(uninterrupted, tmp_p
     # Same device layout: the resumed steps repeat the killed run's bit for bit.
     for step in range(resumed_from + 1, max(before_kill) + 1):
         assert_losses_equal(metrics[step], before_kill[step], rtol=0)
-    for step in range(1, resumed_from + 6):
-        assert_losses_equal(metrics[step], reference[step], rtol=1e-5)
+    # Another device layout: the first step's losses agree to float32 summation order;
+    # later steps drift slightly because Adam's normalised update turns rounding-level
+    # gradient differences of near-zero gradients into lr-sized parameter differences.
+    assert_losses_equal(metrics[1], reference[1], rtol=1e-5)
+    for step in range(2, resumed_from + 6):
+        assert_losses_equal(metrics[step], reference[step], rtol=5e-3)
 
 
 def run_expecting_error(args: list[str], env: dict) -> str:

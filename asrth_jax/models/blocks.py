@@ -19,6 +19,60 @@ NORM_EPSILON = 1e-5
 BATCHNORM_MOMENTUM = 0.9  # flax convention; torch momentum 0.1
 
 
+# ---------------------------------------------------------------- 3D convolutions
+_DN_3D = ("NDHWC", "DHWIO", "NDHWC")
+
+
+def _conv3d_as_2d(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None,
+                 rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+                 precision=None, **kwargs: Any) -> jax.Array:
+    """`lax.conv_general_dilated` for NDHWC 3D convolutions as a sum of 2D convolutions.
+
+    XLA:CPU runs 3D convolutions on a slow generic path (a 7x7x7 kernel is ~25x slower
+    than PyTorch/oneDNN), while its 2D convolutions are fast. A stride-1 3D convolution
+    is the sum over kernel depth offsets dz of 2D convolutions of the depth-shifted
+    input (depth folded into the batch) with the kernel slice at dz. Anything else
+    (strides, dilation, groups, string padding) falls back to the XLA operation.
+    """
+    def fallback():
+        return jax.lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count, precision=precision, **kwargs)
+
+    ones = (None, (1, 1, 1), [1, 1, 1], 1)
+    if (lhs.ndim != 5 or isinstance(padding, str) or feature_group_count != 1
+            or tuple(window_strides) != (1, 1, 1) or lhs_dilation not in ones
+            or rhs_dilation not in ones or kwargs.get("out_sharding") is not None):
+        return fallback()
+    if dimension_numbers is None:  # lax's default layout (NCDHW): not ours
+        return fallback()
+    expected = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DN_3D)
+    if jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != expected:
+        return fallback()
+    extra = {k: v for k, v in kwargs.items() if k != "out_sharding"}
+    (d_lo, d_hi), hw_pad = tuple(padding[0]), [tuple(p) for p in padding[1:]]
+    b, d, h, w, c = lhs.shape
+    kd = rhs.shape[0]
+    x = jnp.pad(lhs, ((0, 0), (d_lo, d_hi), (0, 0), (0, 0), (0, 0)))
+    d_out = d + d_lo + d_hi - kd + 1
+    out = None
+    for dz in range(kd):
+        y = jax.lax.conv_general_dilated(
+            x[:, dz:dz + d_out].reshape(b * d_out, h, w, c), rhs[dz], (1, 1), hw_pad,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision, **extra)
+        out = y if out is None else out + y
+    return out.reshape((b, d_out) + out.shape[1:])
+
+
+def conv3d(lhs: jax.Array, rhs: jax.Array, window_strides, padding, **kwargs) -> jax.Array:
+    """3D convolution: sums of 2D convolutions on CPU (see `_conv3d_as_2d`), XLA's own
+    3D convolution elsewhere (cuDNN / TPU convolutions are fast)."""
+    if jax.default_backend() == "cpu":
+        return _conv3d_as_2d(lhs, rhs, window_strides, padding, **kwargs)
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+
+
 def conv(
     in_features: int,
     out_features: int,
@@ -42,6 +96,7 @@ def conv(
         padding=[(padding, padding)] * ndim,
         use_bias=use_bias,
         dtype=dtype,
+        conv_general_dilated=conv3d if ndim == 3 else jax.lax.conv_general_dilated,
         rngs=rngs,
     )
 
