@@ -80,11 +80,13 @@ def assert_losses_equal(a: dict, b: dict, rtol: float) -> None:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, jax_env):
-    """Reference run: 10 steps, one device, checkpoints every 3 steps."""
+    """Reference run: 10 steps, one process with 4 CPU devices (the layout of the
+    2-process x 2-device runs), checkpoints every 3 steps."""
     workdir = tmp_path_factory.mktemp("uninterrupted")
     subprocess.run(train_command(workdir, "--config.train.num_steps=10",
                                  "--config.checkpoint.every_steps=3"),
-                   env=jax_env, check=True, capture_output=True, timeout=900)
+                   env=dict(jax_env, XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+                   check=True, capture_output=True, timeout=900)
     metrics = read_metrics(workdir)
     assert sorted(metrics) == list(range(1, 11))
     return workdir, metrics
@@ -114,7 +116,8 @@ def test_sigterm_leaves_a_checkpoint_of_the_step_it_was_on(uninterrupted, tmp_pa
     process = subprocess.Popen(
         train_command(workdir, "--config.train.num_steps=1000",
                       "--config.checkpoint.every_steps=1000"),
-        env=jax_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env=dict(jax_env, XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: max(read_metrics(workdir)) >= 12, process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=300) == 0
@@ -133,10 +136,12 @@ config = load_config_file(sys.argv[1])
 batch = next(make_train_loader(config.data, seed=config.seed,
                                global_batch_size=config.train.global_batch_size))
 results = {}
-for name, data, fsdp, shard_params in (("data", 8, 1, False), ("data_fsdp", 4, 2, True)):
+meshes = (("one_device", 1, 1, False), ("data", 8, 1, False), ("data_fsdp", 4, 2, True))
+for name, data, fsdp, shard_params in meshes:
     with config.unlocked():
         config.mesh.data, config.mesh.fsdp, config.mesh.shard_params = data, fsdp, shard_params
-    trainer = Trainer(config, sharding.make_mesh(config.mesh))
+    devices = jax.devices()[: data * fsdp]
+    trainer = Trainer(config, sharding.make_mesh(config.mesh, devices))
     state = trainer.init_state(config.seed)
     if shard_params:
         specs = {str(s.spec) for s in jax.tree.leaves(trainer.state_sharding)}
@@ -154,14 +159,15 @@ def test_losses_equal_on_1_and_8_devices_with_data_and_fsdp_meshes(uninterrupted
                          capture_output=True, text=True, timeout=900, cwd=REPO)
     results = json.loads(out.stdout.split("RESULT", 1)[1])
     for name in ("data", "data_fsdp"):
-        assert_losses_equal(results[name], reference[1], rtol=1e-5)
+        assert_losses_equal(results[name], results["one_device"], rtol=1e-5)
+    assert_losses_equal(results["one_device"], reference[1], rtol=1e-5)
 
 
 def test_two_processes_killed_and_resumed_match_one_process(uninterrupted, tmp_path,
                                                             jax_env):
     """launch/local_multiprocess.sh: 2 processes x 2 CPU devices with gloo collectives,
     SIGKILLed between checkpoints, resumed across 2 processes: every step's losses equal
-    the uninterrupted single-process run's."""
+    the uninterrupted single-process 4-device run's."""
     _, reference = uninterrupted
     workdir = tmp_path / "two_procs"
     env = dict(jax_env, PYTHON=sys.executable)
@@ -188,12 +194,11 @@ def test_two_processes_killed_and_resumed_match_one_process(uninterrupted, tmp_p
     # Same device layout: the resumed steps repeat the killed run's bit for bit.
     for step in range(resumed_from + 1, max(before_kill) + 1):
         assert_losses_equal(metrics[step], before_kill[step], rtol=0)
-    # Another device layout: the first step's losses agree to float32 summation order;
-    # later steps drift slightly because Adam's normalised update turns rounding-level
-    # gradient differences of near-zero gradients into lr-sized parameter differences.
-    assert_losses_equal(metrics[1], reference[1], rtol=1e-5)
-    for step in range(2, resumed_from + 6):
-        assert_losses_equal(metrics[step], reference[step], rtol=5e-3)
+    # Same 4-device layout as the single-process reference. (Across layouts only the
+    # first step agrees tightly: Adam's first, sign-like update turns rounding-level
+    # differences of near-zero gradients into lr-sized parameter differences.)
+    for step in range(1, resumed_from + 6):
+        assert_losses_equal(metrics[step], reference[step], rtol=1e-4)
 
 
 def run_expecting_error(args: list[str], env: dict) -> str:
