@@ -274,6 +274,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 eval_scalars = evaluate(trainer, state, config)
                 writer.write_scalars(step, eval_scalars)
                 last_scalars.update(eval_scalars)
+                if is_chief:
+                    metrics_log.write(json.dumps({"step": step, **eval_scalars}) + "\n")
+                    metrics_log.flush()
             if save_now:
                 checkpointer.save(step, state)
             if stopping:

@@ -45,7 +45,7 @@ def read_metrics(workdir: Path) -> dict[int, dict]:
     if not path.exists():
         return {}
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {row["step"]: row for row in rows}
+    return {row["step"]: row for row in rows if "generator_total" in row}  # not eval rows
 
 
 def finished_checkpoints(workdir: Path) -> list[int]:
