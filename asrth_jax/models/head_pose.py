@@ -41,11 +41,16 @@ class HEEstimator(nnx.Module):
         self.norm5 = blocks.batch_norm(f4, **kw)
         self.block6 = blocks.ResBottleneck(f4, 2, **kw)
         self.block7 = nnx.List([blocks.ResBottleneck(f4, 1, **kw) for _ in range(n7)])
-        self.fc_roll = nnx.Linear(f4, num_bins, **kw)
-        self.fc_pitch = nnx.Linear(f4, num_bins, **kw)
-        self.fc_yaw = nnx.Linear(f4, num_bins, **kw)
-        self.fc_t = nnx.Linear(f4, 3, **kw)
-        self.fc_exp = nnx.Linear(f4, 3 * num_kp, **kw)
+        # Zero-initialised heads: training starts from a frontal pose, no translation and
+        # no expression, i.e. near-identity motion. Random heads put the keypoints
+        # outside the [-1, 1] volume, so the warp reads zeros and the decoder learns a
+        # mean face before it can learn to move the source.
+        head = dict(kernel_init=nnx.initializers.zeros, **kw)
+        self.fc_roll = nnx.Linear(f4, num_bins, **head)
+        self.fc_pitch = nnx.Linear(f4, num_bins, **head)
+        self.fc_yaw = nnx.Linear(f4, num_bins, **head)
+        self.fc_t = nnx.Linear(f4, 3, **head)
+        self.fc_exp = nnx.Linear(f4, 3 * num_kp, **head)
 
     def __call__(self, image: jax.Array) -> dict[str, jax.Array]:
         out = nnx.relu(self.norm1(self.conv1(image)))
