@@ -174,7 +174,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     from clu import metric_writers, parameter_overview, periodic_actions
 
     from asrth_jax import sharding
-    from asrth_jax.train_step import Trainer, learning_rate
+    from asrth_jax.train_step import Trainer, lr_schedule
     from data_pipelines.pipeline import make_train_loader
 
     mesh = sharding.make_mesh(config.mesh)
@@ -189,6 +189,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         config.data, seed=config.seed, global_batch_size=config.train.global_batch_size,
         shard_index=jax.process_index(), shard_count=jax.process_count())
     trainer = Trainer(config, mesh)
+    schedule = lr_schedule(config.optim)
     logging.info("perceptual network: %s; head-pose loss weight: %s",
                  config.loss.perceptual_network, trainer.headpose_weight)
     checkpointer = Checkpointer(workdir, config, trainer, data_iterator)
@@ -256,7 +257,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 tick = time.perf_counter()
                 scalars["step_time_s"] = elapsed / len(host)
                 scalars["pairs_per_s"] = config.train.global_batch_size * len(host) / elapsed
-                scalars["lr"] = learning_rate(config.optim, step)
+                scalars["lr"] = float(schedule(step - 1))  # the rate this step used
                 writer.write_scalars(step, scalars)
                 last_scalars = {"step": step, **scalars}
                 if is_chief:

@@ -34,19 +34,18 @@ Batch = dict[str, jax.Array]
 BATCH_KEYS = ("source", "source_lq", "driving")
 
 
+def lr_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
+    """Step decay x`decay_factor` at each milestone; the optimiser and the log share it."""
+    return optax.piecewise_constant_schedule(
+        optim.lr, {int(m): float(optim.decay_factor) for m in optim.decay_milestones})
+
+
 def make_optimizer(optim: ml_collections.ConfigDict, grad_clip_norm: float
                    ) -> optax.GradientTransformation:
-    """Adam(b1, b2) with step decay x`decay_factor` at each milestone."""
-    schedule = optax.piecewise_constant_schedule(
-        optim.lr, {int(m): float(optim.decay_factor) for m in optim.decay_milestones})
+    """Adam(b1, b2) on `lr_schedule`, with optional global-norm clipping."""
     parts = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm > 0 else []
-    parts.append(optax.adam(schedule, b1=optim.b1, b2=optim.b2))
+    parts.append(optax.adam(lr_schedule(optim), b1=optim.b1, b2=optim.b2))
     return optax.chain(*parts)
-
-
-def learning_rate(optim: ml_collections.ConfigDict, step: int) -> float:
-    factor = sum(step >= int(m) for m in optim.decay_milestones)
-    return float(optim.lr) * float(optim.decay_factor) ** factor
 
 
 @dataclasses.dataclass
