@@ -72,6 +72,15 @@ def _timed(fn, *args, repeats: int) -> list[float]:
     return times
 
 
+_START = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    """Timestamped phase line on stderr, so a run cut off by a timeout says where it was."""
+    print(f"[benchmark +{time.perf_counter() - _START:7.1f}s] {message}", file=sys.stderr,
+          flush=True)
+
+
 def memory_plan(compiled) -> dict[str, int]:
     """XLA's buffer assignment for a compiled program (bytes), where the backend has one."""
     try:
@@ -126,9 +135,11 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
 
     mesh = sharding.make_mesh(config.mesh)
     multiple = mesh.devices.size
+    progress(f"building the trainer ({jax.default_backend()}, {jax.device_count()} devices)")
     trainer = Trainer(config, mesh,
                       random_frozen_networks(config.loss) if random_perceptual else None)
-    state = trainer.init_state(config.seed)
+    state = jax.block_until_ready(trainer.init_state(config.seed))
+    progress("parameters initialised")
     rng = np.random.default_rng(0)
     size = config.image_size
 
@@ -138,7 +149,10 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
                  .astype(np.float32) for k in ("source", "source_lq", "driving")}
         data = trainer.shard_batch(local)
         start = time.perf_counter()
-        compiled = trainer.train_step.lower(state, data, trainer.frozen_state).compile()
+        lowered = trainer.train_step.lower(state, data, trainer.frozen_state)
+        progress(f"train step at batch {global_batch} lowered; compiling")
+        compiled = lowered.compile()
+        progress(f"train step at batch {global_batch} compiled")
         return compiled, data, time.perf_counter() - start
 
     result: dict[str, Any] = {}
@@ -166,6 +180,7 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
         return result
     state, metrics = compiled(state, data, trainer.frozen_state)  # warm-up
     jax.block_until_ready(metrics)
+    progress("warm-up step done; timing")
     times = []
     for _ in range(steps):
         start = time.perf_counter()
@@ -212,10 +227,12 @@ def benchmark_inference(config, batch: int, steps: int, dtype: str | None) -> di
         return model.generator.decode(tile(src["feature_3d"]), kp_driving,
                                       tile(src["kp"]))["prediction"]
 
+    progress("encoding the source (compiles the encoder)")
     src = jax.block_until_ready(encode(state, source))
     start = time.perf_counter()
     compiled = render.lower(state, src, driving).compile()
     compile_s = time.perf_counter() - start
+    progress(f"inference at batch {batch} compiled")
     jax.block_until_ready(compiled(state, src, driving))
     frame_s = float(np.median(_timed(compiled, state, src, driving, repeats=steps))) / batch
     return {"inference_compile_s": compile_s, "inference_s_per_frame": frame_s,
