@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from asrth_jax.models import blocks
 from asrth_jax.models.discriminator import MultiScaleDiscriminator
 from asrth_jax.models.generator import OcclusionAwareSPADEGenerator
 from asrth_jax.models.head_pose import HEEstimator, transform_keypoints
@@ -80,9 +81,9 @@ def _jit_init(make: Callable[[nnx.Rngs], nnx.Module], seed: int | jax.Array) -> 
     A key (inside a trace) builds directly.
     """
     if not isinstance(seed, int):
-        return make(nnx.Rngs(seed))
+        return make(blocks.traceable_rngs(seed))
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: make(nnx.Rngs(0))))
-    state = jax.jit(lambda key: nnx.state(make(nnx.Rngs(key))))(
+    state = jax.jit(lambda key: nnx.state(make(blocks.traceable_rngs(key))))(
         jax.random.key(seed, impl="unsafe_rbg"))
     return nnx.merge(graphdef, state)
 

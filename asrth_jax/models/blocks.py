@@ -101,14 +101,53 @@ def conv(
     )
 
 
+class _WholeValueAssign:
+    """`var[...] = x` as a plain value replacement.
+
+    Flax's `Variable.__setitem__(..., x)` compares `x.sharding` with the stored value's;
+    on a tracer that attribute lookup fails by building an error message that scans the
+    whole trace for the value's origin. Once per BatchNorm/spectral-norm update that is
+    quadratic in the program size: 62 of the 97 s spent tracing the 256x256 generator's
+    gradient, and most of the train step's lowering time.
+    """
+
+    def __setitem__(self, index, value) -> None:
+        if index is Ellipsis:
+            self.set_value(value)
+        else:
+            super().__setitem__(index, value)
+
+
+class BatchStat(_WholeValueAssign, nnx.BatchStat):
+    """BatchNorm running statistics (see `_WholeValueAssign`)."""
+
+
+class _RngCount(_WholeValueAssign, nnx.RngCount):
+    """An RNG stream's draw counter, bumped with `count[...] += 1` at every draw."""
+
+
+def traceable_rngs(key: jax.Array | int) -> nnx.Rngs:
+    """`nnx.Rngs(key)` for building modules inside `jax.jit`: every parameter draw bumps
+    a counter, which must not pay `_WholeValueAssign`'s quadratic cost (45 of the 58 s
+    spent tracing the 256x256 generator's initialisation)."""
+    rngs = nnx.Rngs(key)
+    for stream in vars(rngs).values():
+        if isinstance(stream, nnx.RngStream):
+            stream.count = _RngCount(stream.count.get_value(), tag=stream.count.tag)
+    return rngs
+
+
 def batch_norm(features: int, *, rngs: nnx.Rngs, dtype: Dtype = None) -> nnx.BatchNorm:
-    return nnx.BatchNorm(
+    norm = nnx.BatchNorm(
         features,
         momentum=BATCHNORM_MOMENTUM,
         epsilon=NORM_EPSILON,
         dtype=dtype,
         rngs=rngs,
     )
+    norm.mean = BatchStat(norm.mean.get_value())
+    norm.var = BatchStat(norm.var.get_value())
+    return norm
 
 
 def instance_norm(x: jax.Array, epsilon: float = NORM_EPSILON) -> jax.Array:
@@ -134,8 +173,9 @@ def avg_pool_2x2(x: jax.Array) -> jax.Array:
     return x.mean(axis=(-4, -2))
 
 
-class SpectralVector(nnx.Variable):
-    """Power-iteration vectors of spectral normalisation (state, not trained)."""
+class SpectralVector(_WholeValueAssign, nnx.Variable):
+    """Power-iteration vectors of spectral normalisation (state, not trained; see
+    `_WholeValueAssign`)."""
 
 
 def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
