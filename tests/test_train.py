@@ -20,6 +20,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "tests" / "tiny_train_config.py")
+# The train-loop tests run the tiny config for CI time. The same tests take the demo,
+# e.g. ASRTH_TRAIN_TEST_CONFIG=configs/demo.py ASRTH_TRAIN_TEST_STEPS=20 (issue 6's
+# 20-step 2-process run), without code changes.
+CONFIG = str(REPO / os.environ.get("ASRTH_TRAIN_TEST_CONFIG", TINY))
+STEPS = int(os.environ.get("ASRTH_TRAIN_TEST_STEPS", "10"))
+EVERY = max(2, STEPS // 3)  # checkpoint period: several saves, and steps between them
 LOSS_KEYS = ("generator_total", "perceptual", "discriminator_gan", "equivariance_value",
              "keypoint_prior", "expression", "feature_matching", "generator_gan")
 
@@ -35,7 +41,7 @@ def jax_env(tmp_path_factory):
     return env
 
 
-def train_command(workdir: Path, *overrides: str, config: str = TINY) -> list[str]:
+def train_command(workdir: Path, *overrides: str, config: str = CONFIG) -> list[str]:
     return [sys.executable, "-m", "asrth_jax.train", f"--config={config}",
             f"--workdir={workdir}", *overrides]
 
@@ -80,21 +86,22 @@ def assert_losses_equal(a: dict, b: dict, rtol: float) -> None:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, jax_env):
-    """Reference run: 10 steps, one process with 4 CPU devices (the layout of the
-    2-process x 2-device runs), checkpoints every 3 steps."""
+    """Reference run: STEPS steps, one process with 4 CPU devices (the layout of the
+    2-process x 2-device runs), checkpoints every EVERY steps."""
     workdir = tmp_path_factory.mktemp("uninterrupted")
-    subprocess.run(train_command(workdir, "--config.train.num_steps=10",
-                                 "--config.checkpoint.every_steps=3"),
+    subprocess.run(train_command(workdir, f"--config.train.num_steps={STEPS}",
+                                 f"--config.checkpoint.every_steps={EVERY}"),
                    env=dict(jax_env, XLA_FLAGS="--xla_force_host_platform_device_count=4"),
                    check=True, capture_output=True, timeout=900)
     metrics = read_metrics(workdir)
-    assert sorted(metrics) == list(range(1, 11))
+    assert sorted(metrics) == list(range(1, STEPS + 1))
     return workdir, metrics
 
 
 def test_training_logs_scalars_images_and_checkpoints(uninterrupted):
     workdir, metrics = uninterrupted
-    assert finished_checkpoints(workdir) == [6, 9, 10]  # keep=3 of 3, 6, 9, 10
+    saved = sorted({*range(EVERY, STEPS + 1, EVERY), STEPS})
+    assert finished_checkpoints(workdir) == saved[-3:]  # keep=3 (tiny: 6, 9, 10)
     assert all(np.isfinite(m["generator_total"]) for m in metrics.values())
     events = list(workdir.glob("events.out.tfevents.*"))
     assert events, "no TensorBoard event file"
@@ -118,11 +125,11 @@ def test_sigterm_leaves_a_checkpoint_of_the_step_it_was_on(uninterrupted, tmp_pa
                       "--config.checkpoint.every_steps=1000"),
         env=dict(jax_env, XLA_FLAGS="--xla_force_host_platform_device_count=4"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: max(read_metrics(workdir)) >= 12, process)
+    wait_for(lambda: max(read_metrics(workdir)) >= STEPS + 2, process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=300) == 0
     last_logged = max(read_metrics(workdir))
-    assert max(finished_checkpoints(workdir)) == last_logged >= 12
+    assert max(finished_checkpoints(workdir)) == last_logged >= STEPS + 2
 
 
 SHARDED_LOSSES = """
@@ -155,7 +162,7 @@ print("RESULT" + json.dumps(results))
 def test_losses_equal_on_1_and_8_devices_with_data_and_fsdp_meshes(uninterrupted, jax_env):
     _, reference = uninterrupted
     env = dict(jax_env, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    out = subprocess.run([sys.executable, "-c", SHARDED_LOSSES, TINY], env=env, check=True,
+    out = subprocess.run([sys.executable, "-c", SHARDED_LOSSES, CONFIG], env=env, check=True,
                          capture_output=True, text=True, timeout=900, cwd=REPO)
     results = json.loads(out.stdout.split("RESULT", 1)[1])
     for name in ("data", "data_fsdp"):
@@ -175,18 +182,20 @@ def test_two_processes_killed_and_resumed_match_one_process(uninterrupted, tmp_p
 
     def launch(num_steps: int) -> list[str]:
         return [str(REPO / "launch" / "local_multiprocess.sh"), "2", "--devices-per-process",
-                "2", "--", f"--config={TINY}", f"--workdir={workdir}",
-                "--config.checkpoint.every_steps=3", f"--config.train.num_steps={num_steps}"]
+                "2", "--", f"--config={CONFIG}", f"--workdir={workdir}",
+                f"--config.checkpoint.every_steps={EVERY}",
+                f"--config.train.num_steps={num_steps}"]
 
     process = subprocess.Popen(launch(1000), env=env, cwd=REPO, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: 4 in read_metrics(workdir) and 3 in finished_checkpoints(workdir),
-             process, timeout=800)
+    wait_for(lambda: EVERY + 1 in read_metrics(workdir)
+             and EVERY in finished_checkpoints(workdir), process, timeout=800)
     os.killpg(process.pid, signal.SIGKILL)  # the launcher and both trainers
     process.wait()
     before_kill = read_metrics(workdir)
     resumed_from = max(finished_checkpoints(workdir))
-    assert resumed_from >= 3 and max(before_kill) > resumed_from  # killed between saves
+    assert resumed_from >= EVERY and max(before_kill) > resumed_from  # killed between saves
+    assert resumed_from + 5 <= STEPS, "the reference run must cover the resumed steps"
     subprocess.run(launch(resumed_from + 5), env=env, check=True, capture_output=True,
                    timeout=900, cwd=REPO)
     metrics = read_metrics(workdir)  # resumed steps overwrite the killed run's lines
