@@ -18,27 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "tests" / "tiny_train_config.py")
-# The train-loop tests run the tiny config for CI time. The same tests take the demo,
-# e.g. ASRTH_TRAIN_TEST_CONFIG=configs/demo.py ASRTH_TRAIN_TEST_STEPS=20 (issue 6's
-# 20-step 2-process run), without code changes.
-CONFIG = str(REPO / os.environ.get("ASRTH_TRAIN_TEST_CONFIG", TINY))
-STEPS = int(os.environ.get("ASRTH_TRAIN_TEST_STEPS", "10"))
-EVERY = max(2, STEPS // 3)  # checkpoint period: several saves, and steps between them
-LOSS_KEYS = ("generator_total", "perceptual", "discriminator_gan", "equivariance_value",
-             "keypoint_prior", "expression", "feature_matching", "generator_gan")
-
-
-@pytest.fixture(scope="session")
-def jax_env(tmp_path_factory):
-    env = dict(os.environ)
-    env.update(JAX_PLATFORMS="cpu",
-               JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1",
-               PYTHONUNBUFFERED="1")
-    return env
+from train_helpers import CONFIG, EVERY, REPO, STEPS, assert_losses_equal
 
 
 def train_command(workdir: Path, *overrides: str, config: str = CONFIG) -> list[str]:
@@ -71,17 +51,6 @@ def wait_for(predicate, process: subprocess.Popen, timeout: float = 400.0):
         time.sleep(0.2)
     process.kill()
     raise AssertionError("timed out")
-
-
-def assert_losses_equal(a: dict, b: dict, rtol: float) -> None:
-    """Objectives equal to `rtol`; each term equal to `rtol` of the objective it is
-    part of (terms such as the GAN mean of D outputs sit near zero, where a relative
-    bound would measure float32 summation order, not correctness)."""
-    for key in ("generator_total", "discriminator_gan"):
-        np.testing.assert_allclose(a[key], b[key], rtol=rtol, err_msg=key)
-    for key in LOSS_KEYS:
-        np.testing.assert_allclose(a[key], b[key], rtol=0,
-                                   atol=rtol * abs(b["generator_total"]), err_msg=key)
 
 
 @pytest.fixture(scope="module")
@@ -130,44 +99,6 @@ def test_sigterm_leaves_a_checkpoint_of_the_step_it_was_on(uninterrupted, tmp_pa
     assert process.wait(timeout=300) == 0
     last_logged = max(read_metrics(workdir))
     assert max(finished_checkpoints(workdir)) == last_logged >= STEPS + 2
-
-
-SHARDED_LOSSES = """
-import json, sys
-import jax, numpy as np
-from asrth_jax import sharding
-from asrth_jax.config_lib import load_config_file
-from asrth_jax.train_step import Trainer
-from data_pipelines.pipeline import make_train_loader
-config = load_config_file(sys.argv[1])
-batch = next(make_train_loader(config.data, seed=config.seed,
-                               global_batch_size=config.train.global_batch_size))
-results = {}
-meshes = (("one_device", 1, 1, False), ("data", 8, 1, False), ("data_fsdp", 4, 2, True))
-for name, data, fsdp, shard_params in meshes:
-    with config.unlocked():
-        config.mesh.data, config.mesh.fsdp, config.mesh.shard_params = data, fsdp, shard_params
-    devices = jax.devices()[: data * fsdp]
-    trainer = Trainer(config, sharding.make_mesh(config.mesh, devices))
-    state = trainer.init_state(config.seed)
-    if shard_params:
-        specs = {str(s.spec) for s in jax.tree.leaves(trainer.state_sharding)}
-        assert any("fsdp" in s for s in specs), specs
-    _, metrics = trainer.train_step(state, trainer.shard_batch(batch), trainer.frozen_state)
-    results[name] = {k: float(v) for k, v in jax.device_get(metrics).items()}
-print("RESULT" + json.dumps(results))
-"""
-
-
-def test_losses_equal_on_1_and_8_devices_with_data_and_fsdp_meshes(uninterrupted, jax_env):
-    _, reference = uninterrupted
-    env = dict(jax_env, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    out = subprocess.run([sys.executable, "-c", SHARDED_LOSSES, CONFIG], env=env, check=True,
-                         capture_output=True, text=True, timeout=900, cwd=REPO)
-    results = json.loads(out.stdout.split("RESULT", 1)[1])
-    for name in ("data", "data_fsdp"):
-        assert_losses_equal(results[name], results["one_device"], rtol=1e-5)
-    assert_losses_equal(results["one_device"], reference[1], rtol=1e-5)
 
 
 def test_two_processes_killed_and_resumed_match_one_process(uninterrupted, tmp_path,

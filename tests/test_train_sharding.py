@@ -1,0 +1,46 @@
+"""The same global batch gives the same losses on 1 device and on 8 simulated devices,
+with a `data` mesh and a `data x fsdp` mesh with FSDP-sharded parameters (a file of
+its own so pytest-xdist runs it beside the train-loop tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from train_helpers import CONFIG, REPO, assert_losses_equal
+
+SHARDED_LOSSES = """
+import json, sys
+import jax, numpy as np
+from asrth_jax import sharding
+from asrth_jax.config_lib import load_config_file
+from asrth_jax.train_step import Trainer
+from data_pipelines.pipeline import make_train_loader
+config = load_config_file(sys.argv[1])
+batch = next(make_train_loader(config.data, seed=config.seed,
+                               global_batch_size=config.train.global_batch_size))
+results = {}
+meshes = (("one_device", 1, 1, False), ("data", 8, 1, False), ("data_fsdp", 4, 2, True))
+for name, data, fsdp, shard_params in meshes:
+    with config.unlocked():
+        config.mesh.data, config.mesh.fsdp, config.mesh.shard_params = data, fsdp, shard_params
+    devices = jax.devices()[: data * fsdp]
+    trainer = Trainer(config, sharding.make_mesh(config.mesh, devices))
+    state = trainer.init_state(config.seed)
+    if shard_params:
+        specs = {str(s.spec) for s in jax.tree.leaves(trainer.state_sharding)}
+        assert any("fsdp" in s for s in specs), specs
+    _, metrics = trainer.train_step(state, trainer.shard_batch(batch), trainer.frozen_state)
+    results[name] = {k: float(v) for k, v in jax.device_get(metrics).items()}
+print("RESULT" + json.dumps(results))
+"""
+
+
+def test_losses_equal_on_1_and_8_devices_with_data_and_fsdp_meshes(jax_env):
+    env = dict(jax_env, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    out = subprocess.run([sys.executable, "-c", SHARDED_LOSSES, CONFIG], env=env, check=True,
+                         capture_output=True, text=True, timeout=900, cwd=REPO)
+    results = json.loads(out.stdout.split("RESULT", 1)[1])
+    for name in ("data", "data_fsdp"):
+        assert_losses_equal(results[name], results["one_device"], rtol=1e-5)
