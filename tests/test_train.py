@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from train_helpers import CONFIG, EVERY, REPO, STEPS, assert_losses_equal
 
 
