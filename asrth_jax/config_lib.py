@@ -113,6 +113,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.every_steps = 5000
     c.eval.num_videos = 16
     c.eval.max_frames = 32
+    # The FOMM reconstruction protocol encodes the clean frame 0, as inference does with
+    # a sharp portrait (and as `python -m asrth_jax.evaluate` does). True scores the
+    # degraded source instead (`python -m asrth_jax.evaluate --degraded-source`).
+    c.eval.degraded_source = False
 
     c.log = ml_collections.ConfigDict()
     c.log.scalars_every_steps = 50

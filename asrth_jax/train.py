@@ -79,15 +79,25 @@ def make_image_grid(batch: dict[str, np.ndarray], visuals: dict[str, np.ndarray]
     return np.concatenate(rows, 0)
 
 
+def eval_data_config(config) -> Any:
+    """`config.data` for the periodic evaluation: the configured number of videos and
+    frames, and the clean frame 0 as the generator's source unless
+    `config.eval.degraded_source` (then `source_lq` is degraded with a fixed seed)."""
+    data_cfg = config.data.copy_and_resolve_references()
+    with data_cfg.unlocked():
+        data_cfg.eval.max_videos = config.eval.num_videos
+        data_cfg.eval.max_frames = config.eval.max_frames
+        if not config.eval.degraded_source:
+            data_cfg.degradation.preset = "none"  # source_lq is then the clean source
+    return data_cfg
+
+
 def evaluate(trainer, state, config) -> dict[str, float]:
     """Reconstruction protocol on held-out videos: mean L1/PSNR/SSIM and their
     copy-the-source floor. Partial batches are padded and masked."""
     from data_pipelines.pipeline import make_eval_dataset
 
-    data_cfg = config.data.copy_and_resolve_references()
-    with data_cfg.unlocked():
-        data_cfg.eval.max_videos = config.eval.num_videos
-        data_cfg.eval.max_frames = config.eval.max_frames
+    data_cfg = eval_data_config(config)
     per_host = config.train.global_batch_size // jax.process_count()
     ds = make_eval_dataset(data_cfg, batch_size=per_host, shard_index=jax.process_index(),
                            shard_count=jax.process_count())

@@ -323,6 +323,7 @@ class Trainer:
         gen.eval()
         driving = batch["driving"].astype(jnp.float32)
         source = batch["source"].astype(jnp.float32)
+        # source_lq is the clean source unless config.eval.degraded_source (see train.py).
         out = gen(source, driving, source_lq=batch["source_lq"].astype(jnp.float32))
         result = {"count": mask.sum()}
         for name, image in (("model", out["prediction"]), ("copy_source", source)):

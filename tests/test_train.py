@@ -168,3 +168,20 @@ def test_misspelt_config_key_is_one_line(tmp_path, jax_env):
     line = run_expecting_error(train_command(tmp_path / "w", "--config.train.nun_steps=3"),
                                jax_env)
     assert "nun_steps" in line
+
+
+@pytest.mark.parametrize("degraded", [False, True])
+def test_periodic_eval_encodes_the_clean_source_unless_asked(degraded):
+    """The FOMM protocol (and `python -m asrth_jax.evaluate`) encode the clean frame 0."""
+    from asrth_jax.config_lib import load_config_file
+    from asrth_jax.train import eval_data_config
+    from data_pipelines.pipeline import make_eval_dataset
+
+    config = load_config_file(CONFIG)
+    with config.unlocked():
+        config.data.degradation.preset = "downsample"
+        config.data.degradation.downsample.scale_range = (0.25, 0.5)
+        config.eval.degraded_source = degraded
+    batch = make_eval_dataset(eval_data_config(config), batch_size=2)[0]
+    same = np.array_equal(batch["source_lq"], batch["source"])
+    assert same != degraded
