@@ -184,12 +184,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     from clu import metric_writers, parameter_overview, periodic_actions
 
     from asrth_jax import sharding
+    from asrth_jax.models.generator import check_num_down_blocks
     from asrth_jax.train_step import Trainer, lr_schedule
     from data_pipelines.pipeline import make_train_loader
 
     mesh = sharding.make_mesh(config.mesh)
     try:
         sharding.check_batch_divides(config.train.global_batch_size, mesh)
+        check_num_down_blocks(config.model.generator.num_down_blocks)
     except ValueError as exc:
         raise StopTraining(str(exc)) from None
     is_chief = jax.process_index() == 0

@@ -164,6 +164,12 @@ def test_batch_that_does_not_divide_names_both_numbers(tmp_path, jax_env):
     assert "6" in line and "4 devices" in line
 
 
+def test_unsupported_generator_depth_is_one_line(tmp_path, jax_env):
+    line = run_expecting_error(
+        train_command(tmp_path / "w", "--config.model.generator.num_down_blocks=1"), jax_env)
+    assert "num_down_blocks must be 2" in line and "got 1" in line
+
+
 def test_misspelt_config_key_is_one_line(tmp_path, jax_env):
     line = run_expecting_error(train_command(tmp_path / "w", "--config.train.nun_steps=3"),
                                jax_env)

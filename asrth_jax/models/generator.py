@@ -42,6 +42,12 @@ class SPADEDecoder(nnx.Module):
         return jax.nn.sigmoid(x.astype(jnp.float32))
 
 
+def check_num_down_blocks(num_down_blocks: int) -> None:
+    if num_down_blocks != 2:
+        raise ValueError(f"config.model.generator.num_down_blocks must be 2 (the decoder's "
+                         f"two upsampling blocks undo it), got {num_down_blocks}")
+
+
 class OcclusionAwareSPADEGenerator(nnx.Module):
     def __init__(self, *, image_channel, feature_channel, num_kp, block_expansion,
                  max_features, num_down_blocks, reshape_channel, reshape_depth,
@@ -49,6 +55,7 @@ class OcclusionAwareSPADEGenerator(nnx.Module):
                  decoder_out_features=64, decoder_hidden=128, decoder_middle_blocks=6,
                  remat=False,
                  rngs: nnx.Rngs, dtype=None):
+        check_num_down_blocks(num_down_blocks)
         kw = dict(rngs=rngs, dtype=dtype)
         self.dense_motion_network = DenseMotionNetwork(
             num_kp=num_kp, feature_channel=feature_channel,
