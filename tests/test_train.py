@@ -19,10 +19,13 @@ import numpy as np
 import pytest
 from train_helpers import CONFIG, EVERY, REPO, STEPS, assert_losses_equal
 
+# Every step's losses are compared, so every step is logged whatever the config says.
+EVERY_STEP = "--config.log.scalars_every_steps=1"
+
 
 def train_command(workdir: Path, *overrides: str, config: str = CONFIG) -> list[str]:
     return [sys.executable, "-m", "asrth_jax.train", f"--config={config}",
-            f"--workdir={workdir}", *overrides]
+            f"--workdir={workdir}", EVERY_STEP, *overrides]
 
 
 def read_metrics(workdir: Path) -> dict[int, dict]:
@@ -112,7 +115,7 @@ def test_two_processes_killed_and_resumed_match_one_process(uninterrupted, tmp_p
 
     def launch(num_steps: int) -> list[str]:
         return [str(REPO / "launch" / "local_multiprocess.sh"), "2", "--devices-per-process",
-                "2", "--", f"--config={CONFIG}", f"--workdir={workdir}",
+                "2", "--", f"--config={CONFIG}", f"--workdir={workdir}", EVERY_STEP,
                 f"--config.checkpoint.every_steps={EVERY}",
                 f"--config.train.num_steps={num_steps}"]
 
