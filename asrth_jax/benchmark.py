@@ -58,9 +58,14 @@ def _flops(compiled) -> float:
     return float(analysis.get("flops", float("nan"))) if analysis else float("nan")
 
 
-def peak_memory_bytes(device: jax.Device) -> int | None:
+def _memory_stat(device: jax.Device, key: str) -> int | None:
+    """One of the device allocator's statistics; None where the backend has none (CPU)."""
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+    return int(stats[key]) if stats and key in stats else None
+
+
+def peak_memory_bytes(device: jax.Device) -> int | None:
+    return _memory_stat(device, "peak_bytes_in_use")
 
 
 def _timed(fn, *args, repeats: int) -> list[float]:
@@ -107,8 +112,7 @@ def random_frozen_networks(loss):
 
 
 def memory_limit_bytes(device: jax.Device) -> int | None:
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
+    return _memory_stat(device, "bytes_limit")
 
 
 def planned_bytes(plan: dict[str, int]) -> int:

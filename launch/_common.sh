@@ -72,3 +72,8 @@ check_xla_gpu_args() {
   [[ $level =~ ^[0-5]$ ]] || die "autotune level must be 0..5, got '$level'"
   [[ $triton == true || $triton == false ]] || die "triton gemm must be true or false, got '$triton'"
 }
+
+# Validate an XLA_PYTHON_CLIENT_MEM_FRACTION value; die with one line otherwise.
+check_mem_fraction() {
+  [[ $1 =~ ^(0?\.[0-9]+|1(\.0*)?)$ ]] || die "--mem-fraction must be in (0, 1], got '$1'"
+}

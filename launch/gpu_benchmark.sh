@@ -70,7 +70,7 @@ esac
 [[ $BATCH =~ ^[0-9]+$ ]] || die "--batch must be a whole number (0 = largest that fits), got '$BATCH'"
 [[ $BUDGET =~ ^[0-9]+$ ]] || die "--budget must be whole seconds, got '$BUDGET'"
 [[ $STEPS =~ ^[1-9][0-9]*$ ]] || die "--steps must be a positive whole number, got '$STEPS'"
-[[ $MEM_FRACTION =~ ^(0?\.[0-9]+|1(\.0*)?)$ ]] || die "--mem-fraction must be in (0, 1], got '$MEM_FRACTION'"
+check_mem_fraction "$MEM_FRACTION"
 check_xla_gpu_args "$AUTOTUNE" true
 IFS=, read -r -a CONFIG_LIST <<<"$CONFIGS"
 for config in "${CONFIG_LIST[@]}"; do

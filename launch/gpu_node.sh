@@ -102,7 +102,7 @@ while (($#)); do
 done
 
 check_xla_gpu_args "$AUTOTUNE" "$TRITON"
-[[ $MEM_FRACTION =~ ^(0?\.[0-9]+|1(\.0*)?)$ ]] || die "--mem-fraction must be in (0, 1], got '$MEM_FRACTION'"
+check_mem_fraction "$MEM_FRACTION"
 [[ -z $GPUS || $GPUS =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--gpus must be a comma-separated list of GPU indices, got '$GPUS'"
 
 FLAGS=$(xla_gpu_flags "$AUTOTUNE" "$TRITON" "$DETERMINISTIC" "$CACHE")
