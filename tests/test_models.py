@@ -180,3 +180,54 @@ def test_3d_convolution_as_2d_sums_matches_xla():
     # The model's 3D layers use the dispatching convolution.
     layer = blocks.conv(3, 4, 3, padding=1, ndim=3, rngs=nnx.Rngs(0))
     assert layer.conv_general_dilated is blocks.conv3d
+
+
+@pytest.mark.parametrize("ndim, factors, kernel, pad", [
+    (2, (4, 4), 3, 1),  # the decoder's last SPADE block
+    (2, (2, 2), 3, 1),  # UpBlock2d
+    (3, (1, 2, 2), 3, 1),  # UpBlock3d: (H, W) only
+    (2, (2, 2), 5, 2),
+    (2, (2, 3), 1, 0),
+])
+def test_convolution_of_an_upsampled_input_matches_upsample_then_convolve(
+        ndim, factors, kernel, pad):
+    layer = blocks.conv(3, 4, kernel, padding=pad, ndim=ndim, rngs=nnx.Rngs(0))
+    layer.bias[...] = jnp.arange(4.0)  # zero at init: make the bias count
+    spatial = (3, 5, 4)[:ndim]
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, *spatial, 3)), jnp.float32)
+
+    def reference(x, layer):
+        for axis, factor in enumerate(factors):
+            x = jnp.repeat(x, factor, axis=axis + 1)
+        return layer(x)
+
+    want = reference(x, layer)
+    got = blocks.conv_of_upsampled(layer, x, factors)
+    upsampled = tuple(n * f for n, f in zip(spatial, factors, strict=True))
+    assert got.shape == want.shape == (2, *upsampled, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # Same gradients with respect to the input and the kernel (training uses this path).
+    cotangent = jnp.asarray(np.random.default_rng(2).standard_normal(want.shape), jnp.float32)
+    grads = [jax.grad(lambda x, k, f=f: jnp.sum(f(x, k) * cotangent), argnums=(0, 1))(
+        x, layer.kernel[...]) for f in (
+            lambda x, k: _with_kernel(layer, k, lambda m: reference(x, m)),
+            lambda x, k: _with_kernel(layer, k, lambda m: blocks.conv_of_upsampled(m, x, factors)))]
+    for want_grad, got_grad in zip(*grads, strict=True):
+        np.testing.assert_allclose(got_grad, want_grad, rtol=1e-4, atol=1e-4)
+
+
+def _with_kernel(layer: nnx.Conv, kernel: jax.Array, fn):
+    graphdef, state = nnx.split(layer)
+    clone = nnx.merge(graphdef, state)
+    clone.kernel = nnx.Param(kernel)
+    return fn(clone)
+
+
+def test_convolution_of_an_upsampled_input_keeps_dtype_and_falls_back_when_strided():
+    x = jnp.ones((1, 4, 4, 3), jnp.bfloat16)
+    layer = blocks.conv(3, 4, 3, padding=1, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
+    assert blocks.conv_of_upsampled(layer, x, (2, 2)).dtype == jnp.bfloat16
+    strided = blocks.conv(3, 4, 3, padding=1, stride=2, rngs=nnx.Rngs(0))
+    got = blocks.conv_of_upsampled(strided, x.astype(jnp.float32), (2, 2))
+    np.testing.assert_allclose(got, strided(blocks.upsample_nearest(x.astype(jnp.float32))),
+                               rtol=1e-6)

@@ -6,6 +6,7 @@ state-dict keys mechanically (see `asrth_jax/convert.py`).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import jax
@@ -165,6 +166,53 @@ def upsample_nearest(x: jax.Array, factor: int = 2, spatial_axes: tuple[int, ...
     return x
 
 
+def conv_of_upsampled(layer: nnx.Conv, x: jax.Array, factors: tuple[int, ...]) -> jax.Array:
+    """`layer(x upsampled by nearest neighbour)`, with the products taken before the upsample.
+
+    A nearest upsample repeats every pixel, so the product of one kernel tap with the
+    upsampled input is the upsampled product of that tap with ``x``. Taking the
+    products at ``x``'s resolution and adding them, upsampled and shifted by the tap's
+    offset (zero-filled like the padding), gives the same convolution with
+    prod(factors) times fewer multiply-adds: 16x for the decoder's last SPADE block.
+    ``factors`` has one entry per spatial axis of ``x``. A convolution that is not
+    stride 1, undilated and ungrouped (or a factor of 1) is applied to the upsampled
+    input as it is.
+    """
+    kernel = layer.kernel[...]
+    spatial = kernel.shape[:-2]
+    if (len(factors) != len(spatial) or any(s != 1 for s in _as_tuple(layer.strides, spatial))
+            or any(d != 1 for d in _as_tuple(layer.kernel_dilation, spatial))
+            or any(d != 1 for d in _as_tuple(layer.input_dilation, spatial))
+            or layer.feature_group_count != 1 or isinstance(layer.padding, str)
+            or all(f == 1 for f in factors)):
+        for axis, factor in enumerate(factors):
+            x = jnp.repeat(x, factor, axis=axis + 1)
+        return layer(x)
+    dtype = layer.dtype or jnp.result_type(x.dtype, kernel.dtype)
+    x = x.astype(dtype)
+    kernel = kernel.astype(dtype)
+    out_size = [n * f for n, f in zip(x.shape[1:-1], factors, strict=True)]
+    pads = [(0, 0)] + [tuple(p) for p in layer.padding] + [(0, 0)]
+    total = None
+    for tap in itertools.product(*(range(k) for k in spatial)):
+        product = jnp.tensordot(x, kernel[tap], axes=1, preferred_element_type=jnp.float32)
+        for axis, factor in enumerate(factors):
+            if factor > 1:
+                product = jnp.repeat(product, factor, axis=axis + 1)
+        window = tuple(slice(t, t + n) for t, n in zip(tap, out_size, strict=True))
+        shifted = jnp.pad(product, pads)[(slice(None),) + window]
+        total = shifted if total is None else total + shifted
+    if layer.bias is not None:
+        total = total + layer.bias[...].astype(jnp.float32)
+    return total.astype(dtype)
+
+
+def _as_tuple(value: int | tuple[int, ...] | None, spatial: tuple[int, ...]) -> tuple[int, ...]:
+    if value is None:
+        return (1,) * len(spatial)
+    return (value,) * len(spatial) if isinstance(value, int) else tuple(value)
+
+
 def avg_pool_2x2(x: jax.Array) -> jax.Array:
     """Non-overlapping 2x2 average over the last two spatial axes (H, W)."""
     *lead, h, w, c = x.shape
@@ -271,7 +319,7 @@ class UpBlock2d(nnx.Module):
         self.norm = batch_norm(out_features, rngs=rngs, dtype=dtype)
 
     def __call__(self, x):
-        return nnx.relu(self.norm(self.conv(upsample_nearest(x))))
+        return nnx.relu(self.norm(conv_of_upsampled(self.conv, x, (2, 2))))
 
 
 class DownBlock3d(nnx.Module):
@@ -293,7 +341,7 @@ class UpBlock3d(nnx.Module):
         self.norm = batch_norm(out_features, rngs=rngs, dtype=dtype)
 
     def __call__(self, x):
-        return nnx.relu(self.norm(self.conv(upsample_nearest(x, spatial_axes=(2, 3)))))
+        return nnx.relu(self.norm(conv_of_upsampled(self.conv, x, (1, 2, 2))))
 
 
 class ResBlock(nnx.Module):
@@ -348,9 +396,7 @@ class SPADE(nnx.Module):
     def __call__(self, x, segmap):
         normalized = instance_norm(x)
         factor = x.shape[1] // segmap.shape[1]
-        if factor > 1:
-            segmap = upsample_nearest(segmap, factor)
-        actv = nnx.relu(self.mlp_shared(segmap))
+        actv = nnx.relu(conv_of_upsampled(self.mlp_shared, segmap, (factor, factor)))
         return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
 
 
