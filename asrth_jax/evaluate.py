@@ -68,6 +68,7 @@ def _fail(message: str) -> SystemExit:
 def configure_data(data_config: Any, data_dir: str, *, max_videos: int, max_frames: int,
                    batch_size: int, degraded_source: bool) -> str:
     """Points `config.data` at `data_dir` (kind tfds, vox or hdtf); returns the kind."""
+    from data_pipelines.config import set_reconstruction_eval
     from data_pipelines.errors import DatasetNotFoundError
 
     root = Path(data_dir)
@@ -90,13 +91,11 @@ def configure_data(data_config: Any, data_dir: str, *, max_videos: int, max_fram
         data_config.tfds_dir = str(root)
     else:
         data_config.root = str(root)
-    data_config.eval.max_videos = max_videos
-    data_config.eval.max_frames = max_frames
+    set_reconstruction_eval(data_config, max_videos=max_videos, max_frames=max_frames,
+                            degraded_source=degraded_source)
     if batch_size:
         data_config.eval.batch_size = batch_size
     data_config.output_uint8 = True
-    if not degraded_source:
-        data_config.degradation.preset = "none"  # the source_lq copy is not used
     return kind
 
 

@@ -83,12 +83,13 @@ def eval_data_config(config) -> Any:
     """`config.data` for the periodic evaluation: the configured number of videos and
     frames, and the clean frame 0 as the generator's source unless
     `config.eval.degraded_source` (then `source_lq` is degraded with a fixed seed)."""
+    from data_pipelines.config import set_reconstruction_eval
+
     data_cfg = config.data.copy_and_resolve_references()
     with data_cfg.unlocked():
-        data_cfg.eval.max_videos = config.eval.num_videos
-        data_cfg.eval.max_frames = config.eval.max_frames
-        if not config.eval.degraded_source:
-            data_cfg.degradation.preset = "none"  # source_lq is then the clean source
+        set_reconstruction_eval(data_cfg, max_videos=config.eval.num_videos,
+                                max_frames=config.eval.max_frames,
+                                degraded_source=config.eval.degraded_source)
     return data_cfg
 
 

@@ -64,3 +64,15 @@ def default_data_config() -> ml_collections.ConfigDict:
         }
     )
     return c
+
+
+def set_reconstruction_eval(data_config: ml_collections.ConfigDict, *, max_videos: int,
+                            max_frames: int, degraded_source: bool) -> None:
+    """Sets `data_config` (unlocked) for the FOMM reconstruction protocol: at most
+    ``max_videos`` test videos and ``max_frames`` frames each, and the clean frame 0 as
+    the generator's source (a sharp portrait, as at inference) unless
+    ``degraded_source`` (then `source_lq` is degraded with `eval.degradation_seed`)."""
+    data_config.eval.max_videos = max_videos
+    data_config.eval.max_frames = max_frames
+    if not degraded_source:
+        data_config.degradation.preset = "none"  # source_lq is then the clean source

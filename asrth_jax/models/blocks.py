@@ -181,16 +181,20 @@ def conv_of_upsampled(layer: nnx.Conv, x: jax.Array, factors: tuple[int, ...]) -
     """
     kernel = layer.kernel[...]
     spatial = kernel.shape[:-2]
+    if len(factors) != len(spatial):
+        raise ValueError(f"conv_of_upsampled: {len(factors)} factors for a "
+                         f"{len(spatial)}D convolution")
     same = (not isinstance(layer.padding, str) and len(layer.padding) == len(spatial)
             and all(k % 2 == 1 and tuple(p) == ((k - 1) // 2,) * 2
                     for k, p in zip(spatial, layer.padding, strict=True)))
-    if (not same or len(factors) != len(spatial) or all(f == 1 for f in factors)
+    if (not same or all(f == 1 for f in factors)
             or any(s != 1 for s in _as_tuple(layer.strides, spatial))
             or any(d != 1 for d in _as_tuple(layer.kernel_dilation, spatial))
             or any(d != 1 for d in _as_tuple(layer.input_dilation, spatial))
             or layer.feature_group_count != 1):
         for axis, factor in enumerate(factors):
-            x = jnp.repeat(x, factor, axis=axis + 1)
+            if factor > 1:
+                x = upsample_nearest(x, factor, spatial_axes=(axis + 1,))
         return layer(x)
     dtype = layer.dtype or jnp.result_type(x.dtype, kernel.dtype)
     x = x.astype(dtype)
