@@ -151,6 +151,9 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
         sharding.check_batch_divides(global_batch, mesh)
         local = {k: rng.uniform(size=(global_batch // jax.process_count(), size, size, 3))
                  .astype(np.float32) for k in ("source", "source_lq", "driving")}
+        if trainer.pose_from_data:
+            local["driving_pose"] = rng.uniform(-30, 30, size=(global_batch // jax.process_count(),
+                                                              3)).astype(np.float32)
         data = trainer.shard_batch(local)
         start = time.perf_counter()
         lowered = trainer.train_step.lower(state, data, trainer.frozen_state)

@@ -94,6 +94,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.keypoint_depth = 0.33
     c.loss.headpose = 20.0
     c.loss.hopenet_weights = ""  # converted HopeNet; without it the weight is forced to 0
+    # Who teaches the head-pose estimator: "hopenet" (the reference: a pretrained HopeNet
+    # on the driving frame) or "data" (the dataset's true pose, e.g. synthetic heads).
+    c.loss.headpose_teacher = "hopenet"
     c.loss.expression = 5.0
     c.loss.reconstruction_l1 = 0.0
     c.loss.sigma_affine = 0.05

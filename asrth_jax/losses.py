@@ -160,16 +160,17 @@ def keypoint_prior_loss(
 
 
 def headpose_loss(
-    predicted: Mapping[str, jax.Array], teacher: Mapping[str, jax.Array]
+    predicted: Mapping[str, jax.Array], target_degrees: Mapping[str, jax.Array]
 ) -> jax.Array:
-    """sum over yaw, pitch, roll of mean_b |deg(pred) - deg(teacher)| (degrees).
+    """sum over yaw, pitch, roll of mean_b |deg(pred) - target| (degrees).
 
-    Both inputs hold (B, 66) bin logits under 'yaw', 'pitch', 'roll' (the HEEstimator
-    output and the HopeNet teacher output); the teacher is a fixed target.
+    ``predicted`` holds the HEEstimator's (B, 66) bin logits under 'yaw', 'pitch',
+    'roll'; ``target_degrees`` the teacher's (B,) angles under the same names (HopeNet's
+    bins through `bins_to_degrees`, or a dataset's true pose). The target is fixed.
     """
     total = jnp.zeros((), jnp.float32)
     for name in ("yaw", "pitch", "roll"):
-        target = jax.lax.stop_gradient(bins_to_degrees(teacher[name]))
+        target = jax.lax.stop_gradient(_f32(target_degrees[name]))
         total = total + jnp.abs(bins_to_degrees(predicted[name]) - target).mean()
     return total
 

@@ -186,13 +186,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     from asrth_jax import sharding
     from asrth_jax.models.generator import check_num_down_blocks
-    from asrth_jax.train_step import Trainer, lr_schedule
+    from asrth_jax.train_step import Trainer, check_headpose_teacher, lr_schedule
     from data_pipelines.pipeline import make_train_loader
 
     mesh = sharding.make_mesh(config.mesh)
     try:
         sharding.check_batch_divides(config.train.global_batch_size, mesh)
         check_num_down_blocks(config.model.generator.num_down_blocks)
+        check_headpose_teacher(config.loss, config.data.kind)
     except ValueError as exc:
         raise StopTraining(str(exc)) from None
     is_chief = jax.process_index() == 0
@@ -203,8 +204,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         shard_index=jax.process_index(), shard_count=jax.process_count())
     trainer = Trainer(config, mesh)
     schedule = lr_schedule(config.optim)
-    logging.info("perceptual network: %s; head-pose loss weight: %s",
-                 config.loss.perceptual_network, trainer.headpose_weight)
+    logging.info("perceptual network: %s; head-pose loss weight: %s (teacher: %s)",
+                 config.loss.perceptual_network, trainer.headpose_weight,
+                 config.loss.headpose_teacher)
     checkpointer = Checkpointer(workdir, config, trainer, data_iterator)
     latest = checkpointer.latest_step()
     if latest is not None:

@@ -26,12 +26,14 @@ from jax.sharding import PartitionSpec as P
 
 from asrth_jax import losses, sharding
 from asrth_jax.models import adasr
-from asrth_jax.models.head_pose import transform_keypoints
+from asrth_jax.models.head_pose import head_pose_degrees, transform_keypoints
 from asrth_jax.models.hopenet import hopenet_preprocess
 from asrth_jax.transforms import sample_transform_params, transform_frame
 
 Batch = dict[str, jax.Array]
 BATCH_KEYS = ("source", "source_lq", "driving")
+POSE_KEY = "driving_pose"  # (B, 3) true yaw, pitch, roll in degrees
+HEADPOSE_TEACHERS = ("hopenet", "data")
 
 
 def lr_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
@@ -69,8 +71,21 @@ class FrozenNetworks:
         return cls(perceptual, hopenet)
 
 
+def check_headpose_teacher(loss: ml_collections.ConfigDict, data_kind: str) -> None:
+    """One-line errors for a teacher that is not known or that the data cannot give."""
+    if loss.headpose_teacher not in HEADPOSE_TEACHERS:
+        raise ValueError(f"config.loss.headpose_teacher must be one of {HEADPOSE_TEACHERS}, "
+                         f"got {loss.headpose_teacher!r}")
+    if loss.headpose_teacher == "data" and loss.headpose and data_kind != "synthetic":
+        raise ValueError(f"config.loss.headpose_teacher='data' needs true head poses, which "
+                         f"only data.kind='synthetic' has (got {data_kind!r}); use 'hopenet' "
+                         f"with config.loss.hopenet_weights")
+
+
 def headpose_weight(loss: ml_collections.ConfigDict, has_teacher: bool) -> float:
-    """The head-pose loss needs the HopeNet teacher: without it the weight is 0."""
+    """The head-pose loss needs a teacher (HopeNet or true poses): without one it is 0."""
+    if loss.headpose_teacher == "data":
+        return float(loss.headpose)
     if loss.headpose and not has_teacher:
         logging.warning("no HopeNet weights (config.loss.hopenet_weights): head-pose loss "
                         "weight %s forced to 0", loss.headpose)
@@ -107,6 +122,9 @@ class Trainer:
         if self.frozen.hopenet is not None:
             self.hopenet_def, self.frozen_state["hopenet"] = nnx.split(self.frozen.hopenet)
         self.headpose_weight = headpose_weight(config.loss, self.frozen.hopenet is not None)
+        self.pose_from_data = bool(self.headpose_weight) and \
+            config.loss.headpose_teacher == "data"
+        self.batch_keys = BATCH_KEYS + ((POSE_KEY,) if self.pose_from_data else ())
         self.gen_tx = make_optimizer(config.optim, config.train.grad_clip_norm)
         self.disc_tx = make_optimizer(config.optim, config.train.grad_clip_norm)
 
@@ -205,9 +223,12 @@ class Trainer:
         return jax.device_put(init(jnp.asarray(seed, jnp.int32)), self.state_sharding)
 
     def shard_batch(self, local_batch: dict[str, Any]) -> Batch:
-        """Per-host numpy batch -> global jax arrays split over the mesh."""
+        """Per-host numpy batch -> global jax arrays split over the mesh.
+
+        Takes the images, plus the true driving pose when it teaches the head-pose
+        estimator and the batch has it (evaluation batches need none)."""
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, local_batch[k])
-                for k in BATCH_KEYS}
+                for k in self.batch_keys if k in BATCH_KEYS or k in local_batch}
 
     # ---------------------------------------------------------------- losses
     def _generator_losses(self, gen_params, gen_rest, disc_params, disc_rest, batch, frozen,
@@ -260,10 +281,14 @@ class Trainer:
             terms["keypoint_prior"] = cfg.keypoint_prior * losses.keypoint_prior_loss(
                 out["kp_driving"], cfg.keypoint_margin, cfg.keypoint_depth)
         if self.headpose_weight:
-            hopenet = nnx.merge(self.hopenet_def, frozen["hopenet"])
-            teacher = hopenet(hopenet_preprocess(driving))
+            if self.pose_from_data:
+                angles = batch[POSE_KEY]
+                target = {name: angles[:, i] for i, name in enumerate(("yaw", "pitch", "roll"))}
+            else:
+                hopenet = nnx.merge(self.hopenet_def, frozen["hopenet"])
+                target = head_pose_degrees(hopenet(hopenet_preprocess(driving)))
             terms["headpose"] = self.headpose_weight * losses.headpose_loss(
-                out["he_driving"], teacher)
+                out["he_driving"], target)
         if cfg.expression:
             terms["expression"] = cfg.expression * losses.expression_loss(
                 out["he_driving"]["exp"])

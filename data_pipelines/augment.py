@@ -66,12 +66,17 @@ class AugmentPair(grain.transforms.RandomMap):
         c = self.config
         src, drv = element["source"], element["driving"]
         frame_index = element.get("frame_index")
+        poses = [element.get("source_pose"), element.get("driving_pose")]
         if c.time_flip and rng.uniform() < 0.5:
             src, drv = drv, src
+            poses = poses[::-1]
             if frame_index is not None:
                 frame_index = frame_index[::-1].copy()
         if c.flip and rng.uniform() < 0.5:
             src, drv = src[:, ::-1], drv[:, ::-1]
+            # A mirror image turns the head the other way: yaw and roll change sign.
+            poses = [None if p is None else p * np.array([-1, 1, -1], np.float32)
+                     for p in poses]
         if c.brightness or c.contrast or c.saturation or c.hue:
             src, drv = color_jitter([src, drv], rng, c.brightness, c.contrast, c.saturation, c.hue)
         out = dict(element)
@@ -79,4 +84,7 @@ class AugmentPair(grain.transforms.RandomMap):
         out["driving"] = np.ascontiguousarray(drv)
         if frame_index is not None:
             out["frame_index"] = frame_index
+        for key, pose in zip(("source_pose", "driving_pose"), poses, strict=True):
+            if pose is not None:
+                out[key] = pose
         return out

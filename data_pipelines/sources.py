@@ -33,6 +33,9 @@ class VideoCollection(Protocol):
 
     def name(self, video: int) -> str: ...
 
+    # Optional: collections that know each frame's true head pose (synthetic data) also
+    # define `head_poses(video, frame_indices) -> float32 (N, 3)` yaw, pitch, roll degrees.
+
 
 def identity_of(name: str) -> str:
     """VoxCeleb names are ``id#ytid#start#end``; the identity is the part before '#'."""
@@ -100,10 +103,14 @@ class PairSource:
     def __getitem__(self, index: int) -> dict[str, Any]:
         video, src, drv = self.pick(index)
         frames = self.videos.read_frames(video, [src, drv])
-        return {
+        record = {
             "source": frames[0],
             "driving": frames[1],
             "video_index": np.int32(video),
             "frame_index": np.array([src, drv], np.int32),
             "record_key": np.int64(int(index) % len(self)),
         }
+        if hasattr(self.videos, "head_poses"):
+            record["source_pose"], record["driving_pose"] = self.videos.head_poses(
+                video, [src, drv])
+        return record

@@ -42,12 +42,13 @@ TEST_IDENTITY_OFFSET = 1_000_000  # test identities never collide with train one
 
 
 def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """R = Rz(roll) Ry(yaw) Rx(pitch), degrees; the convention of the model code."""
+    """R = Rx(pitch) Ry(yaw) Rz(roll), degrees: the model's (and the reference's)
+    convention, so the true pose can teach the head-pose estimator directly."""
     p, y, r = (math.radians(a) for a in (pitch, yaw, roll))
     rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
     ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
     rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
-    return rz @ ry @ rx
+    return rx @ ry @ rz
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,12 @@ class SyntheticVideos:
     def read_frames(self, video: int, frame_indices: Sequence[int]) -> np.ndarray:
         ident = self.identities[video]
         return np.stack([render_frame(ident, int(t), self.size)[0] for t in frame_indices])
+
+    def head_poses(self, video: int, frame_indices: Sequence[int]) -> np.ndarray:
+        """True (len(frame_indices), 3) yaw, pitch, roll in degrees."""
+        ident = self.identities[video]
+        return np.stack([frame_state(ident, int(t))[0] for t in frame_indices]).astype(
+            np.float32)
 
     def pose_and_landmarks(self, video: int, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Ground truth pose (3,) degrees and landmarks (L, 2) of frame ``t``."""

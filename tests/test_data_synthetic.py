@@ -44,3 +44,56 @@ def test_pair_source_records():
     assert len(picks) > 1
     pose, lm = videos.pose_and_landmarks(0, 2)
     assert pose.shape == (3,) and lm.shape[1] == 2
+
+
+def test_true_pose_uses_the_models_rotation_convention():
+    """The renderer's pose must mean what the head-pose estimator's angles mean, or the
+    true pose could not teach it (the model converts degrees with 3.14, hence 2e-3)."""
+    from asrth_jax.models.head_pose import rotation_matrix
+
+    for yaw, pitch, roll in [(25.0, -12.0, 8.0), (-18.0, 9.0, -6.0)]:
+        ours = synthetic.rotation_matrix(yaw, pitch, roll)
+        model = np.asarray(rotation_matrix(np.array([yaw]), np.array([pitch]),
+                                           np.array([roll]))[0])
+        np.testing.assert_allclose(ours, model, atol=2e-3)
+
+
+def test_pair_records_carry_the_true_pose_of_both_frames():
+    videos = synthetic.SyntheticVideos(synthetic.identity_seeds("train", 3), 16, 32)
+    r = PairSource(videos, seed=2)[1]
+    src, drv = (int(t) for t in r["frame_index"])
+    np.testing.assert_allclose(r["source_pose"], synthetic.frame_state(videos.identities[1],
+                                                                       src)[0], rtol=1e-6)
+    np.testing.assert_array_equal(r["driving_pose"], videos.head_poses(1, [drv])[0])
+    assert r["driving_pose"].dtype == np.float32 and r["driving_pose"].shape == (3,)
+
+
+def test_flips_move_the_true_pose_with_the_frames():
+    """Mirroring turns yaw and roll the other way; a time flip swaps the two poses."""
+    import ml_collections
+
+    from data_pipelines.augment import AugmentPair
+
+    image = np.arange(2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 3)
+    record = {"source": image, "driving": image + 1, "frame_index": np.array([3, 7]),
+              "source_pose": np.array([10.0, 5.0, -2.0], np.float32),
+              "driving_pose": np.array([-4.0, 1.0, 3.0], np.float32)}
+
+    def augment(flip: bool, time_flip: bool) -> dict:
+        cfg = ml_collections.ConfigDict(dict(flip=flip, time_flip=time_flip, brightness=0.0,
+                                             contrast=0.0, saturation=0.0, hue=0.0))
+        rng = np.random.default_rng(0)
+        while True:  # a seed where the enabled flips fire
+            out = AugmentPair(cfg).random_map(record, np.random.default_rng(rng.integers(1e9)))
+            mirrored = np.array_equal(out["source"][:, 0], record["source"][:, 1]) or \
+                np.array_equal(out["source"][:, 0], record["driving"][:, 1])
+            swapped = out["frame_index"][0] == 7
+            if mirrored == flip and swapped == time_flip:
+                return out
+
+    out = augment(flip=True, time_flip=False)
+    np.testing.assert_array_equal(out["source_pose"], [-10.0, 5.0, 2.0])
+    np.testing.assert_array_equal(out["driving_pose"], [4.0, 1.0, -3.0])
+    out = augment(flip=False, time_flip=True)
+    np.testing.assert_array_equal(out["source_pose"], record["driving_pose"])
+    np.testing.assert_array_equal(out["driving_pose"], record["source_pose"])

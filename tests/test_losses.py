@@ -118,11 +118,14 @@ def test_headpose_and_expression():
         p /= p.sum(-1, keepdims=True)
         return (p * np.arange(66)).sum(-1) * 3 - 99
 
+    target = {k: jnp.asarray(deg(v)) for k, v in teacher.items()}
     want = sum(np.abs(deg(logits[k]) - deg(teacher[k])).mean() for k in logits)
-    assert _scalar_f32(losses.headpose_loss(logits, teacher)) == pytest.approx(want, rel=1e-4)
-    # Teacher is a fixed target.
-    g = jax.grad(lambda t: losses.headpose_loss(logits, t))(teacher)
+    assert _scalar_f32(losses.headpose_loss(logits, target)) == pytest.approx(want, rel=1e-4)
+    # The teacher is a fixed target; the estimator's logits get the gradient.
+    g = jax.grad(lambda t: losses.headpose_loss(logits, t))(target)
     assert all(float(jnp.abs(v).max()) == 0.0 for v in g.values())
+    g = jax.grad(lambda x: losses.headpose_loss(x, target))(logits)
+    assert all(float(jnp.abs(v).max()) > 0.0 for v in g.values())
 
     exp = RNG.normal(size=(4, 45)).astype(np.float32)
     got = losses.expression_loss(jnp.asarray(exp))

@@ -231,3 +231,35 @@ def test_convolution_of_an_upsampled_input_keeps_dtype_and_falls_back_when_strid
     got = blocks.conv_of_upsampled(strided, x.astype(jnp.float32), (2, 2))
     np.testing.assert_allclose(got, strided(blocks.upsample_nearest(x.astype(jnp.float32))),
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("num_down_blocks", [1, 3])
+def test_generator_depth_sets_the_volume_scale_and_the_decoder_undoes_it(num_down_blocks):
+    """The release has 2 down blocks (a H/4 volume); other depths get as many 2x
+    upsampling SPADE blocks, so the frame comes back at full size. Traced abstractly:
+    every layer's shapes are checked without the CPU cost of running it."""
+    from asrth_jax.models.generator import OcclusionAwareSPADEGenerator
+
+    gen = nnx.eval_shape(lambda: OcclusionAwareSPADEGenerator(
+        image_channel=3, feature_channel=4, num_kp=3, block_expansion=4, max_features=16,
+        num_down_blocks=num_down_blocks, reshape_channel=4, reshape_depth=4, num_resblocks=1,
+        estimate_occlusion_map=True, decoder_out_features=4, decoder_hidden=4,
+        decoder_middle_blocks=1,
+        dense_motion_params=dict(block_expansion=4, max_features=16, num_blocks=1,
+                                 reshape_depth=4, compress=1),
+        rngs=nnx.Rngs(0)))
+    assert [name for name in vars(gen.decoder) if name.startswith("up_")] == \
+        [f"up_{i}" for i in range(num_down_blocks)]
+    graphdef, state = nnx.split(gen)
+
+    def run(state, image, kp):
+        model = nnx.merge(graphdef, state)
+        volume = model.encode_source(image)
+        return volume, model.decode(volume, kp, kp * 0.9)["prediction"]
+
+    size = 32
+    volume, prediction = jax.eval_shape(run, state, jax.ShapeDtypeStruct((2, size, size, 3),
+                                                                         jnp.float32),
+                                        jax.ShapeDtypeStruct((2, 3, 3), jnp.float32))
+    assert volume.shape == (2, 4, size // 2**num_down_blocks, size // 2**num_down_blocks, 4)
+    assert prediction.shape == (2, size, size, 3)

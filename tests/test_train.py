@@ -169,8 +169,25 @@ def test_batch_that_does_not_divide_names_both_numbers(tmp_path, jax_env):
 
 def test_unsupported_generator_depth_is_one_line(tmp_path, jax_env):
     line = run_expecting_error(
-        train_command(tmp_path / "w", "--config.model.generator.num_down_blocks=1"), jax_env)
-    assert "num_down_blocks must be 2" in line and "got 1" in line
+        train_command(tmp_path / "w", "--config.model.generator.num_down_blocks=0"), jax_env)
+    assert "num_down_blocks must be at least 1" in line and "got 0" in line
+
+
+def test_headpose_teacher_is_checked_against_the_data():
+    from asrth_jax.config_lib import base_config
+    from asrth_jax.train_step import check_headpose_teacher, headpose_weight
+
+    loss = base_config().loss
+    check_headpose_teacher(loss, "vox")  # the reference: HopeNet, whatever the data
+    assert headpose_weight(loss, has_teacher=False) == 0.0
+    loss.headpose_teacher = "data"
+    check_headpose_teacher(loss, "synthetic")
+    assert headpose_weight(loss, has_teacher=False) == loss.headpose
+    with pytest.raises(ValueError, match="only data.kind='synthetic' has .got 'vox'"):
+        check_headpose_teacher(loss, "vox")
+    loss.headpose_teacher = "hopnet"
+    with pytest.raises(ValueError, match="must be one of .*got 'hopnet'"):
+        check_headpose_teacher(loss, "synthetic")
 
 
 def test_misspelt_config_key_is_one_line(tmp_path, jax_env):

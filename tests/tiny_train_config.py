@@ -29,6 +29,9 @@ def get_config():
     c.train.global_batch_size = 8
     c.train.num_steps = 4
     c.loss.perceptual_scales = (1.0,)
+    # The true synthetic pose teaches the head-pose estimator, so every sharding and
+    # multi-process test also carries a per-example label beside the images.
+    c.loss.headpose_teacher = "data"
     c.checkpoint.every_steps = 2
     c.eval.every_steps = 0
     c.eval.num_videos = 2

@@ -17,7 +17,7 @@ CONFIG = str(REPO / os.environ.get("ASRTH_TRAIN_TEST_CONFIG", TINY))
 STEPS = int(os.environ.get("ASRTH_TRAIN_TEST_STEPS", "10"))
 EVERY = max(2, STEPS // 3)  # checkpoint period: several saves, and steps between them
 LOSS_KEYS = ("generator_total", "perceptual", "discriminator_gan", "equivariance_value",
-             "keypoint_prior", "expression", "feature_matching", "generator_gan")
+             "keypoint_prior", "expression", "headpose", "feature_matching", "generator_gan")
 
 
 def assert_losses_equal(a: dict, b: dict, rtol: float) -> None:

@@ -16,36 +16,43 @@ from asrth_jax.models.warp import batched_grid_sample_3d
 
 
 class SPADEDecoder(nnx.Module):
-    """6 middle + 2 upsampling SPADE residual blocks, sigmoid RGB output."""
+    """Middle and 2x-upsampling SPADE residual blocks, sigmoid RGB output.
+
+    The release has 6 middle and 2 upsampling blocks (`up_0`: 2C -> C, `up_1`: C -> out).
+    With one upsampling block `up_0` goes 2C -> out; with more, the extra ones keep C.
+    """
 
     def __init__(self, *, in_features=256, out_features=64, hidden=128, num_middle=6,
-                 image_channel=3, rngs: nnx.Rngs, dtype=None):
+                 num_up=2, image_channel=3, rngs: nnx.Rngs, dtype=None):
         ic, oc = in_features, out_features
         kw = dict(rngs=rngs, dtype=dtype)
         self.fc = blocks.conv(ic, 2 * ic, 3, padding=1, **kw)
         for i in range(num_middle):
             block = blocks.SPADEResnetBlock(2 * ic, 2 * ic, ic, hidden, **kw)
             setattr(self, f"G_middle_{i}", block)
-        self.up_0 = blocks.SPADEResnetBlock(2 * ic, ic, ic, hidden, **kw)
-        self.up_1 = blocks.SPADEResnetBlock(ic, oc, ic, hidden, **kw)
+        for i in range(num_up):
+            fin = 2 * ic if i == 0 else ic
+            fout = oc if i == num_up - 1 else ic
+            setattr(self, f"up_{i}", blocks.SPADEResnetBlock(fin, fout, ic, hidden, **kw))
         self.conv_img = blocks.conv(oc, image_channel, 3, padding=1, **kw)
         self.num_middle = num_middle
+        self.num_up = num_up
 
     def __call__(self, feature: jax.Array) -> jax.Array:
         seg = feature
         x = self.fc(feature)
         for i in range(self.num_middle):
             x = getattr(self, f"G_middle_{i}")(x, seg)
-        x = self.up_0(blocks.upsample_nearest(x), seg)
-        x = self.up_1(blocks.upsample_nearest(x), seg)
+        for i in range(self.num_up):
+            x = getattr(self, f"up_{i}")(blocks.upsample_nearest(x), seg)
         x = self.conv_img(nnx.leaky_relu(x, 0.2))
         return jax.nn.sigmoid(x.astype(jnp.float32))
 
 
 def check_num_down_blocks(num_down_blocks: int) -> None:
-    if num_down_blocks != 2:
-        raise ValueError(f"config.model.generator.num_down_blocks must be 2 (the decoder's "
-                         f"two upsampling blocks undo it), got {num_down_blocks}")
+    if num_down_blocks < 1:
+        raise ValueError(f"config.model.generator.num_down_blocks must be at least 1 (the "
+                         f"decoder upsamples once per block), got {num_down_blocks}")
 
 
 class OcclusionAwareSPADEGenerator(nnx.Module):
@@ -77,11 +84,11 @@ class OcclusionAwareSPADEGenerator(nnx.Module):
         self.fourth = blocks.conv(out_features, out_features, 1, **kw)
         self.decoder = SPADEDecoder(in_features=out_features, out_features=decoder_out_features,
                                     hidden=decoder_hidden, num_middle=decoder_middle_blocks,
-                                    image_channel=image_channel, **kw)
+                                    num_up=num_down_blocks, image_channel=image_channel, **kw)
         self.remat = remat
 
     def encode_source(self, source_image: jax.Array) -> jax.Array:
-        """(B, H, W, 3) image -> (B, D, H/4, W/4, C) appearance feature volume."""
+        """(B, H, W, 3) image -> (B, D, H/s, W/s, C) volume, s = 2**num_down_blocks."""
         out = self.first(source_image)
         for block in self.down_blocks:
             out = block(out)
