@@ -6,8 +6,10 @@
 For every test video, frame 0 is the source and every frame t (0 included) is
 driven and compared with the real frame t (`data_pipelines.pipeline.make_eval_dataset`).
 The source is encoded once per video; motion is absolute (with frame 0 as the source,
-relative motion gives the same keypoints). The copy-source baseline (predict the
-source frame for every t) is always computed too, so each number has its floor.
+relative motion gives the same keypoints). Two references are always computed
+beside the model: copy-source (predict the source frame for every t), the floor each
+number must beat, and no-motion (the model driven by its own source frame), which the
+model equals when it renders the source without following the driver.
 
 `--data` may be the `--out` of `python -m data_pipelines.prepare` (TFDS), a FOMM
 folder with `test/`, or a flat folder of clips (its held-out 20 %, as in training).
@@ -32,6 +34,7 @@ import numpy as np
 from asrth_jax import media, metrics
 
 PSNR_CAP_DB = 100.0  # identical frames (copy-source at t=0) would give +inf
+REFERENCE_PREFIXES = ("", "copy_", "no_motion_")  # model, copy-source, no-motion columns
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -177,20 +180,24 @@ def evaluate(animator: Any, data_config: Any, *, cases: int = 3, quiet: bool = F
                 state.update(video=v, source=source, clean=batch["source"][rows[0]],
                              src=animator.encode_source(source))
                 state["motion"] = animator.prepare_motion(state["src"], relative=False)
+                # Driven by its own source frame the model renders with no motion: the
+                # frame a model that ignores the driver would show at every t.
+                state["still"] = animator.render(state["src"], source[None], state["motion"])
             driving = batch["driving"][rows]
             pred = animator.render(state["src"], driving, state["motion"])
             target = driving.astype(np.float32) / 255.0
             copy = np.broadcast_to(state["source"].astype(np.float32) / 255.0, target.shape)
-            model_vals = metrics.compute_metrics(pred, target, tuple(metric_names))
-            copy_vals = metrics.compute_metrics(copy, target, tuple(metric_names))
+            still = np.broadcast_to(state["still"], target.shape)
             acc = per_video.setdefault(int(v), {})
-            for name in metric_names:
-                mv, cv = np.asarray(model_vals[name], np.float64), np.asarray(copy_vals[name],
-                                                                              np.float64)
-                if name == "psnr":
-                    mv, cv = np.minimum(mv, PSNR_CAP_DB), np.minimum(cv, PSNR_CAP_DB)
-                acc.setdefault(name, []).extend(mv.tolist())
-                acc.setdefault(f"copy_{name}", []).extend(cv.tolist())
+            for prefix, images in (("", pred), ("copy_", copy), ("no_motion_", still)):
+                values = metrics.compute_metrics(images, target, tuple(metric_names))
+                if prefix == "":
+                    model_vals = values
+                for name in metric_names:
+                    vals = np.asarray(values[name], np.float64)
+                    if name == "psnr":
+                        vals = np.minimum(vals, PSNR_CAP_DB)
+                    acc.setdefault(f"{prefix}{name}", []).extend(vals.tolist())
             frames_t = np.asarray(batch["frame_index"])[rows, 1]
             for i, row in enumerate(rows):
                 label = f"{names[int(v)]} t={int(frames_t[i])}"
@@ -203,11 +210,11 @@ def evaluate(animator: Any, data_config: Any, *, cases: int = 3, quiet: bool = F
         acc = per_video[v]
         row = {"video_index": v, "video": names[v], "frames": len(acc[metric_names[0]])}
         for name in metric_names:
-            row[name] = _mean(acc[name])
-            row[f"copy_{name}"] = _mean(acc[f"copy_{name}"])
+            for prefix in REFERENCE_PREFIXES:
+                row[f"{prefix}{name}"] = _mean(acc[f"{prefix}{name}"])
         rows_out.append(row)
-    everything = {k: [x for acc in per_video.values() for x in acc[k]]
-                  for k in (metric_names + [f"copy_{m}" for m in metric_names])}
+    everything = {f"{prefix}{m}": [x for acc in per_video.values() for x in acc[f"{prefix}{m}"]]
+                  for m in metric_names for prefix in REFERENCE_PREFIXES}
     num_frames = sum(r["frames"] for r in rows_out)
     summary = {
         "protocol": "FOMM reconstruction: frame 0 is the source, every frame t driven; "
@@ -215,9 +222,11 @@ def evaluate(animator: Any, data_config: Any, *, cases: int = 3, quiet: bool = F
         "source": "degraded (config.data.degradation)" if degraded_source else "clean frame 0",
         "num_videos": len(rows_out),
         "num_frames": num_frames,
-        "metrics": {m: {"model": _mean(everything[m]), "copy_source": _mean(
-            everything[f"copy_{m}"]), "higher_is_better": metrics.HIGHER_IS_BETTER[m]}
-            for m in metric_names},
+        "metrics": {m: {"model": _mean(everything[m]),
+                        "copy_source": _mean(everything[f"copy_{m}"]),
+                        "no_motion": _mean(everything[f"no_motion_{m}"]),
+                        "higher_is_better": metrics.HIGHER_IS_BETTER[m]}
+                    for m in metric_names},
         "unavailable": unavailable,
         "psnr_cap_db": PSNR_CAP_DB,
         "contact_sheet_metric": sheet_metric,
@@ -228,11 +237,14 @@ def evaluate(animator: Any, data_config: Any, *, cases: int = 3, quiet: bool = F
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    lines = [f"{'metric':8s} {'model':>10s} {'copy-source':>12s}"]
+    lines = [f"{'metric':8s} {'model':>10s} {'copy-source':>12s} {'no-motion':>10s}"]
     for name, vals in summary["metrics"].items():
-        lines.append(f"{name:8s} {vals['model']:10.4f} {vals['copy_source']:12.4f}")
+        lines.append(f"{name:8s} {vals['model']:10.4f} {vals['copy_source']:12.4f} "
+                     f"{vals['no_motion']:10.4f}")
     for name, why in summary["unavailable"].items():
-        lines.append(f"{name:8s} {'missing':>10s} {'missing':>12s}  ({why})")
+        lines.append(f"{name:8s} {'missing':>10s} {'missing':>12s} {'missing':>10s}  ({why})")
+    lines.append("no-motion: the model driven by its own source frame; a model whose scores "
+                 "equal it ignores the driving motion")
     return "\n".join(lines)
 
 
@@ -266,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     out.mkdir(parents=True, exist_ok=True)
     fields = ["video_index", "video", "frames"] + [
-        k for m in result["metric_names"] for k in (m, f"copy_{m}")]
+        f"{prefix}{m}" for m in result["metric_names"] for prefix in REFERENCE_PREFIXES]
     with open(out / "per_video.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

@@ -340,8 +340,10 @@ class Trainer:
 
     def _eval_step(self, state, batch, mask):
         """Eval mode (running statistics): masked sums over the global batch of the
-        per-example L1, PSNR and SSIM of the prediction and of the copy-the-source
-        floor, plus the count. Replicated, so every host can read them."""
+        per-example L1, PSNR and SSIM of the prediction, of the copy-the-source floor
+        and of the no-motion rendering (the source driven by itself: a model that
+        ignores the driver scores the same), plus the count. Replicated, so every host
+        can read them."""
         import dm_pix
 
         gen = nnx.merge(self.gen_def, state["gen_params"], state["gen_rest"])
@@ -349,9 +351,13 @@ class Trainer:
         driving = batch["driving"].astype(jnp.float32)
         source = batch["source"].astype(jnp.float32)
         # source_lq is the clean source unless config.eval.degraded_source (see train.py).
-        out = gen(source, driving, source_lq=batch["source_lq"].astype(jnp.float32))
+        src = gen.source_state(source, batch["source_lq"].astype(jnp.float32))
+        kp_driving = transform_keypoints(src["kp_canonical"], gen.he_estimator(driving))
+        prediction = gen.generator.decode(src["feature_3d"], kp_driving, src["kp"])
+        still = gen.generator.decode(src["feature_3d"], src["kp"], src["kp"])
         result = {"count": mask.sum()}
-        for name, image in (("model", out["prediction"]), ("copy_source", source)):
+        for name, image in (("model", prediction["prediction"]), ("copy_source", source),
+                            ("no_motion", still["prediction"])):
             mse = jnp.square(image - driving).mean(axis=(1, 2, 3))
             per_example = {
                 "l1": jnp.abs(image - driving).mean(axis=(1, 2, 3)),

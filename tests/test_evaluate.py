@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -52,17 +53,27 @@ def test_evaluate_prints_every_metric_with_copy_source(prepared, capsys):
         assert name in printed
     for name in available:
         vals = summary["metrics"][name]
-        assert set(vals) >= {"model", "copy_source"}
-        assert vals["model"] == vals["model"] and vals["copy_source"] == vals["copy_source"]
+        assert set(vals) >= {"model", "copy_source", "no_motion"}
+        assert all(math.isfinite(vals[k]) for k in ("model", "copy_source", "no_motion"))
+    assert "no-motion" in printed
     assert summary["num_videos"] == 2 and summary["num_frames"] == 2 * FRAMES
     assert set(summary["unavailable"]) == set(metrics.METRICS) - set(available)
     # copy-source is a real floor: finite and within range
     assert 0.0 <= summary["metrics"]["l1"]["copy_source"] < 1.0
     rows = list(csv.DictReader(open(out / "per_video.csv")))
     assert sorted(r["video"] for r in rows) == ["529_2", "tpsmm"]
-    assert all(int(r["frames"]) == FRAMES and "copy_l1" in r for r in rows)
+    assert all(int(r["frames"]) == FRAMES and "copy_l1" in r and "no_motion_l1" in r
+               for r in rows)
     assert json.loads((out / "summary.json").read_text())["num_frames"] == 2 * FRAMES
     assert (out / "contact_sheet.png").stat().st_size > 0
+
+
+def test_no_motion_is_the_model_driven_by_its_own_source(prepared):
+    """With frame 0 only, the driver is the source: model and no-motion are one frame."""
+    summary = evaluate.main(_args(prepared, prepared["root"] / "eval_t0", "--max-frames", "1"))
+    assert summary["num_frames"] == 2
+    for name, vals in summary["metrics"].items():
+        assert vals["no_motion"] == pytest.approx(vals["model"], rel=1e-5, abs=1e-6), name
 
 
 def test_evaluate_refuses_nonempty_out(prepared, tmp_path):

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 from train_helpers import CONFIG, REPO, assert_losses_equal
 
 SHARDED_LOSSES = """
@@ -31,8 +32,16 @@ for name, data, fsdp, shard_params in meshes:
     if shard_params:
         specs = {str(s.spec) for s in jax.tree.leaves(trainer.state_sharding)}
         assert any("fsdp" in s for s in specs), specs
-    _, metrics = trainer.train_step(state, trainer.shard_batch(batch), trainer.frozen_state)
+    state, metrics = trainer.train_step(state, trainer.shard_batch(batch), trainer.frozen_state)
     results[name] = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    if name == "one_device":  # the periodic evaluation, on frames 0 and t > 0
+        from asrth_jax.train import eval_data_config
+        from data_pipelines.pipeline import make_eval_dataset
+        eval_batch = make_eval_dataset(eval_data_config(config), batch_size=8)[0]
+        at_t0 = (eval_batch["frame_index"][:, 1] == 0).astype(np.float32)
+        for key, mask in (("eval_t0", at_t0), ("eval_t", 1.0 - at_t0)):
+            sums = trainer.eval_step(state, trainer.shard_batch(eval_batch), mask)
+            results[key] = {k: float(v) for k, v in jax.device_get(sums).items()}
 print("RESULT" + json.dumps(results))
 """
 
@@ -44,3 +53,11 @@ def test_losses_equal_on_1_and_8_devices_with_data_and_fsdp_meshes(jax_env):
     results = json.loads(out.stdout.split("RESULT", 1)[1])
     for name in ("data", "data_fsdp"):
         assert_losses_equal(results[name], results["one_device"], rtol=1e-5)
+    # Evaluation: at t = 0 the driver is the source, so the model's frame is its no-motion
+    # frame and copy-source is exact; every reference is a real, finite number.
+    t0, t = results["eval_t0"], results["eval_t"]
+    assert t0["count"] == 2 and t["count"] == 6
+    np.testing.assert_allclose(t0["model_l1"], t0["no_motion_l1"], rtol=1e-5)
+    assert t0["copy_source_l1"] == 0.0 and t0["model_l1"] > 0.0
+    for name in ("model", "copy_source", "no_motion"):
+        assert 0.0 < t[f"{name}_l1"] / t["count"] < 1.0 and np.isfinite(t[f"{name}_ssim"])
