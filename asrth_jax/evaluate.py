@@ -189,10 +189,11 @@ def evaluate(animator: Any, data_config: Any, *, cases: int = 3, quiet: bool = F
             copy = np.broadcast_to(state["source"].astype(np.float32) / 255.0, target.shape)
             still = np.broadcast_to(state["still"], target.shape)
             acc = per_video.setdefault(int(v), {})
-            for prefix, images in (("", pred), ("copy_", copy), ("no_motion_", still)):
-                values = metrics.compute_metrics(images, target, tuple(metric_names))
-                if prefix == "":
-                    model_vals = values
+            scored = {prefix: metrics.compute_metrics(images, target, tuple(metric_names))
+                      for prefix, images in zip(REFERENCE_PREFIXES, (pred, copy, still),
+                                                strict=True)}
+            model_vals = scored[""]
+            for prefix, values in scored.items():
                 for name in metric_names:
                     vals = np.asarray(values[name], np.float64)
                     if name == "psnr":

@@ -124,7 +124,6 @@ class Trainer:
         self.headpose_weight = headpose_weight(config.loss, self.frozen.hopenet is not None)
         self.pose_from_data = bool(self.headpose_weight) and \
             config.loss.headpose_teacher == "data"
-        self.batch_keys = BATCH_KEYS + ((POSE_KEY,) if self.pose_from_data else ())
         self.gen_tx = make_optimizer(config.optim, config.train.grad_clip_norm)
         self.disc_tx = make_optimizer(config.optim, config.train.grad_clip_norm)
 
@@ -227,8 +226,10 @@ class Trainer:
 
         Takes the images, plus the true driving pose when it teaches the head-pose
         estimator and the batch has it (evaluation batches need none)."""
+        keys = BATCH_KEYS + ((POSE_KEY,) if self.pose_from_data and POSE_KEY in local_batch
+                             else ())
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, local_batch[k])
-                for k in self.batch_keys if k in BATCH_KEYS or k in local_batch}
+                for k in keys}
 
     # ---------------------------------------------------------------- losses
     def _generator_losses(self, gen_params, gen_rest, disc_params, disc_rest, batch, frozen,
@@ -352,8 +353,7 @@ class Trainer:
         source = batch["source"].astype(jnp.float32)
         # source_lq is the clean source unless config.eval.degraded_source (see train.py).
         src = gen.source_state(source, batch["source_lq"].astype(jnp.float32))
-        kp_driving = transform_keypoints(src["kp_canonical"], gen.he_estimator(driving))
-        prediction = gen.generator.decode(src["feature_3d"], kp_driving, src["kp"])
+        prediction = gen.drive(src, driving)
         still = gen.generator.decode(src["feature_3d"], src["kp"], src["kp"])
         result = {"count": mask.sum()}
         for name, image in (("model", prediction["prediction"]), ("copy_source", source),

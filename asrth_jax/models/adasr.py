@@ -63,7 +63,10 @@ class AdaSRGenerator(nnx.Module):
 
     def __call__(self, source: jax.Array, driving: jax.Array,
                  source_lq: jax.Array | None = None) -> dict[str, Any]:
-        src = self.source_state(source, source_lq)
+        return self.drive(self.source_state(source, source_lq), driving)
+
+    def drive(self, src: dict, driving: jax.Array) -> dict[str, Any]:
+        """Renders an encoded source (`source_state`) in the pose of `driving`."""
         he_driving = self.he_estimator(driving)
         kp_driving = transform_keypoints(src["kp_canonical"], he_driving)
         out = self.generator.decode(src["feature_3d"], kp_driving, src["kp"])
