@@ -107,6 +107,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # -1: all devices not used by the other axis
     c.mesh.fsdp = 1
     c.mesh.shard_params = False  # shard params/optimizer state over `fsdp`
+    # Reproducibility across process layouts: the step runs per device and adds every
+    # cross-device sum in device order, so 2 processes x 2 devices give the bits of
+    # 1 process x 4. Costs all-gathers (N x gradient memory): a debugging switch.
+    c.mesh.deterministic_reductions = False
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 1000

@@ -81,3 +81,35 @@ def process_barrier(name: str, timeout_s: float = 1800.0) -> None:
     from jax._src import distributed
 
     distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
+
+
+def check_deterministic_reductions(mesh_config: ml_collections.ConfigDict) -> None:
+    """`deterministic_reductions` runs the step per device on replicated parameters."""
+    if mesh_config.deterministic_reductions and mesh_config.shard_params:
+        raise ValueError("config.mesh.deterministic_reductions needs replicated parameters: "
+                         "set config.mesh.shard_params=False (or turn it off)")
+
+
+def ordered_sum(x: Any, axes: tuple[str, ...] = BATCH_AXES) -> Any:
+    """Sum of a per-device pytree over the mesh `axes` inside `shard_map`, added in
+    device order: the same bits whatever the process layout.
+
+    `psum` leaves the order to the collective (gloo's ring across processes, a
+    rendezvous within one), so the same devices split over 1 or 2 processes round
+    differently. Gathering is exact, and the local sum of the gathered copies is one
+    compiled reduction, so every layout adds the same numbers in the same order. It
+    costs N copies of `x` per device and all-gather traffic instead of all-reduce.
+    Its gradient is the same ordered sum of the cotangents.
+    """
+    @jax.custom_vjp
+    def total(value):
+        return jax.tree.map(lambda v: jax.lax.all_gather(v, axes).sum(axis=0), value)
+
+    def forward(value):
+        return total(value), None
+
+    def backward(_, cotangent):
+        return (total(cotangent),)
+
+    total.defvjp(forward, backward)
+    return total(x)

@@ -194,6 +194,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         sharding.check_batch_divides(config.train.global_batch_size, mesh)
         check_num_down_blocks(config.model.generator.num_down_blocks)
         check_headpose_teacher(config.loss, config.data.kind)
+        sharding.check_deterministic_reductions(config.mesh)
     except ValueError as exc:
         raise StopTraining(str(exc)) from None
     is_chief = jax.process_index() == 0

@@ -7,6 +7,11 @@ discriminator update on the detached prediction. Shardings are explicit: the bat
 is split over the mesh axes ('data', 'fsdp'); parameters and optimiser state are
 replicated or sharded over 'fsdp' (see `asrth_jax/sharding.py`). BatchNorm statistics
 are means over the global batch because the step is written for the global array.
+
+With `config.mesh.deterministic_reductions` the same step runs per device under
+`shard_map` instead, and every sum across devices (gradients, losses, BatchNorm
+statistics) is `sharding.ordered_sum`: the losses are then bit-equal whether the
+devices sit in one process or several.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from asrth_jax import losses, sharding
-from asrth_jax.models import adasr
+from asrth_jax.models import adasr, blocks
 from asrth_jax.models.head_pose import head_pose_degrees, transform_keypoints
 from asrth_jax.models.hopenet import hopenet_preprocess
 from asrth_jax.transforms import sample_transform_params, transform_frame
@@ -127,14 +132,20 @@ class Trainer:
         self.gen_tx = make_optimizer(config.optim, config.train.grad_clip_norm)
         self.disc_tx = make_optimizer(config.optim, config.train.grad_clip_norm)
 
+        sharding.check_deterministic_reductions(config.mesh)
         self.batch_sharding = NamedSharding(mesh, P(sharding.BATCH_AXES))
         self.replicated = NamedSharding(mesh, P())
         abstract = jax.eval_shape(self._init_state, jnp.zeros((), jnp.int32))
         self.state_sharding = sharding.state_shardings(
             abstract, mesh, shard_params=config.mesh.shard_params)
         self.frozen_sharding = jax.tree.map(lambda _: self.replicated, self.frozen_state)
+        step = self._train_step
+        if config.mesh.deterministic_reductions:
+            step = jax.shard_map(self._train_step_per_device, mesh=mesh,
+                                 in_specs=(P(), P(sharding.BATCH_AXES), P()),
+                                 out_specs=(P(), P()), check_vma=False)
         self.train_step = jax.jit(
-            self._train_step,
+            step,
             in_shardings=(self.state_sharding, self.batch_sharding, self.frozen_sharding),
             out_shardings=(self.state_sharding, self.replicated),
             donate_argnums=(0,))
@@ -233,7 +244,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- losses
     def _generator_losses(self, gen_params, gen_rest, disc_params, disc_rest, batch, frozen,
-                          key):
+                          key, batch_shards: int):
         cfg = self.config.loss
         gen_rest, disc_params, disc_rest = _at_this_trace((gen_rest, disc_params, disc_rest))
         gen = nnx.merge(self.gen_def, gen_params, gen_rest)
@@ -270,8 +281,7 @@ class Trainer:
                 terms["feature_matching"] = fm
 
         if cfg.equivariance_value:
-            params = sample_transform_params(key, driving.shape[0], cfg.sigma_affine,
-                                             cfg.sigma_tps, cfg.points_tps)
+            params = self._equivariance_transforms(key, driving.shape[0], batch_shards)
             transformed = transform_frame(params, driving)
             he_transformed = gen.he_estimator(transformed)
             kp_transformed = transform_keypoints(out["kp_canonical"], he_transformed)
@@ -298,6 +308,20 @@ class Trainer:
         new_rest = nnx.state(gen, nnx.Not(nnx.Param))
         return total, (terms, new_rest, prediction)
 
+    def _equivariance_transforms(self, key, local_batch: int, batch_shards: int):
+        """Random warps drawn for the global batch, then this shard's rows: each example
+        gets the same warp however the batch is split."""
+        cfg = self.config.loss
+        params = sample_transform_params(key, local_batch * batch_shards, cfg.sigma_affine,
+                                         cfg.sigma_tps, cfg.points_tps)
+        if batch_shards == 1:
+            return params
+        start = jax.lax.axis_index(sharding.BATCH_AXES) * local_batch
+        rows = functools.partial(jax.lax.dynamic_slice_in_dim, start_index=start,
+                                 slice_size=local_batch)
+        return params._replace(theta=rows(params.theta),
+                               control_params=rows(params.control_params))
+
     def _discriminator_loss(self, disc_params, disc_rest, driving, prediction):
         disc_rest = _at_this_trace(disc_rest)
         disc = nnx.merge(self.disc_def, disc_params, disc_rest)
@@ -309,12 +333,27 @@ class Trainer:
         return loss, nnx.state(disc, nnx.Not(nnx.Param))
 
     # ---------------------------------------------------------------- steps
-    def _train_step(self, state, batch, frozen):
+    def _train_step_per_device(self, state, batch, frozen):
+        """`_train_step` on this device's rows, with every cross-device sum ordered."""
+        num_devices = self.mesh.devices.size
+
+        def mean_over_devices(tree):
+            return jax.tree.map(lambda x: x / num_devices, sharding.ordered_sum(tree))
+
+        with blocks.batch_statistics_mean(mean_over_devices):
+            return self._train_step(state, batch, frozen, mean_over_devices, num_devices)
+
+    def _train_step(self, state, batch, frozen, mean_over_devices=None, batch_shards: int = 1):
+        """One update. Under `shard_map` (`batch_shards` > 1) the batch is this device's
+        rows and `mean_over_devices` averages gradients and losses over the devices."""
         rng, key = jax.random.split(state["rng"])
-        grad_fn = jax.value_and_grad(self._generator_losses, has_aux=True)
+        grad_fn = jax.value_and_grad(
+            functools.partial(self._generator_losses, batch_shards=batch_shards), has_aux=True)
         (gen_loss, (terms, gen_rest, prediction)), gen_grads = grad_fn(
             state["gen_params"], state["gen_rest"], state["disc_params"], state["disc_rest"],
             batch, frozen, key)
+        if mean_over_devices is not None:
+            gen_loss, terms, gen_grads = mean_over_devices((gen_loss, terms, gen_grads))
         updates, gen_opt = self.gen_tx.update(gen_grads, state["gen_opt"], state["gen_params"])
         gen_params = optax.apply_updates(state["gen_params"], updates)
 
@@ -328,6 +367,8 @@ class Trainer:
                 self._discriminator_loss, has_aux=True)(
                     state["disc_params"], state["disc_rest"],
                     batch["driving"].astype(jnp.float32), prediction)
+            if mean_over_devices is not None:
+                disc_loss, disc_grads = mean_over_devices((disc_loss, disc_grads))
             updates, disc_opt = self.disc_tx.update(disc_grads, disc_opt, disc_params)
             disc_params = optax.apply_updates(disc_params, updates)
             metrics["discriminator_gan"] = disc_loss

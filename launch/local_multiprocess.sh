@@ -38,7 +38,7 @@ added. Run from the repository root. The interpreter is \$PYTHON (default: pytho
 USAGE
 }
 
-NPROC=""
+NUM_PROCS=""
 DEVICES=1
 LOGDIR=""
 PORT=""
@@ -59,13 +59,13 @@ while (($#)); do
     --) shift; TRAIN_ARGS=("$@"); break ;;
     -*) die "unknown argument '$1' (train arguments go after --; see -h)" ;;
     *)
-      [[ -z $NPROC ]] || die "unexpected argument '$1' (N is already $NPROC; train arguments go after --)"
-      NPROC=$1; shift ;;
+      [[ -z $NUM_PROCS ]] || die "unexpected argument '$1' (N is already $NUM_PROCS; train arguments go after --)"
+      NUM_PROCS=$1; shift ;;
   esac
 done
 
-[[ -n $NPROC ]] || die "missing N, the number of processes (see -h)"
-[[ $NPROC =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer, got '$NPROC'"
+[[ -n $NUM_PROCS ]] || die "missing N, the number of processes (see -h)"
+[[ $NUM_PROCS =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer, got '$NUM_PROCS'"
 [[ $DEVICES =~ ^[1-9][0-9]*$ ]] || die "--devices-per-process must be a positive integer, got '$DEVICES'"
 [[ -z $TIMEOUT || $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a positive number of seconds, got '$TIMEOUT'"
 [[ -z $PORT || ($PORT =~ ^[1-9][0-9]*$ && PORT -lt 65536) ]] || die "--port must be 1..65535, got '$PORT'"
@@ -109,12 +109,12 @@ proc_cmd() {  # proc_cmd I -> CMD array
   # Config overrides must follow --config (absl parses left to right).
   CMD=("${PREFIX[@]}" env "${ENV[@]}" "$PYTHON" -m asrth_jax.train "${DEFAULTS[@]}"
        "${TRAIN_ARGS[@]}" --config.cpu_collectives=gloo
-       --coordinator_address "$COORD" --num_processes "$NPROC" --process_id "$1")
+       --coordinator_address "$COORD" --num_processes "$NUM_PROCS" --process_id "$1")
 }
 
 if ((DRY_RUN)); then
-  echo "# $NPROC processes x $DEVICES CPU device(s), coordinator $COORD, logs in $LOGDIR"
-  for ((i = 0; i < NPROC; i++)); do
+  echo "# $NUM_PROCS processes x $DEVICES CPU device(s), coordinator $COORD, logs in $LOGDIR"
+  for ((i = 0; i < NUM_PROCS; i++)); do
     proc_cmd "$i"
     printf '+ %s > %s 2>&1 &\n' "$(shjoin "${CMD[@]}")" "$(shquote "$LOGDIR/process_$i.log")"
   done
@@ -145,15 +145,15 @@ forget() {  # forget PID: drop it from PIDS
 trap 'log "interrupted; stopping all processes"; stop_all; exit 130' INT TERM
 trap 'stop_all' EXIT  # never leave processes behind, whatever ends the script
 
-log "$NPROC processes x $DEVICES CPU device(s), coordinator $COORD, logs in $LOGDIR"
-for ((i = 0; i < NPROC; i++)); do
+log "$NUM_PROCS processes x $DEVICES CPU device(s), coordinator $COORD, logs in $LOGDIR"
+for ((i = 0; i < NUM_PROCS; i++)); do
   proc_cmd "$i"
   "${CMD[@]}" > "$LOGDIR/process_$i.log" 2>&1 &
   PIDS+=("$!")
   INDEX[$!]=$i
 done
 
-for ((left = NPROC; left > 0; left--)); do
+for ((left = NUM_PROCS; left > 0; left--)); do
   done_pid=""
   if wait -n -p done_pid "${PIDS[@]}"; then rc=0; else rc=$?; fi
   [[ -n $done_pid ]] || { log "error: lost track of the processes (wait returned $rc)"; stop_all; exit 1; }
@@ -168,4 +168,4 @@ for ((left = NPROC; left > 0; left--)); do
   log "process $i finished"
   forget "$done_pid"
 done
-log "all $NPROC processes finished"
+log "all $NUM_PROCS processes finished"

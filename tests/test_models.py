@@ -263,3 +263,38 @@ def test_generator_depth_sets_the_volume_scale_and_the_decoder_undoes_it(num_dow
                                         jax.ShapeDtypeStruct((2, 3, 3), jnp.float32))
     assert volume.shape == (2, 4, size // 2**num_down_blocks, size // 2**num_down_blocks, 4)
     assert prediction.shape == (2, size, size, 3)
+
+
+def test_batch_norm_averages_its_statistics_with_the_given_reduction():
+    """Per-device steps hand BatchNorm a cross-device mean: with the identity (one device)
+    it is Flax's training-mode BatchNorm, and the statistics it normalises by are the
+    reduction's output."""
+    x = jax.random.normal(jax.random.key(0), (3, 5, 4, 6)) * 2.0 + 1.0
+
+    def make():
+        norm = blocks.batch_norm(6, rngs=nnx.Rngs(0))
+        norm.scale[...] = jnp.linspace(0.5, 1.5, 6)
+        norm.bias[...] = jnp.linspace(-1.0, 1.0, 6)
+        return norm
+
+    flax_norm, ours = make(), make()
+    expected = flax_norm(x)
+    with blocks.batch_statistics_mean(lambda stats: stats):
+        got = ours(x)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(ours.mean[...], flax_norm.mean[...], atol=1e-6)
+    np.testing.assert_allclose(ours.var[...], flax_norm.var[...], rtol=1e-5)
+
+    # Statistics of another batch (e.g. the other devices'): mean 0.5, variance 9.
+    given = make()
+    with blocks.batch_statistics_mean(lambda _: jnp.stack([jnp.full(6, 0.5), jnp.full(6, 9.25)])):
+        got = given(x)
+    np.testing.assert_allclose(got, (x - 0.5) / jnp.sqrt(9.0 + blocks.NORM_EPSILON)
+                               * given.scale[...] + given.bias[...], atol=1e-5)
+
+    def no_reduction(stats):
+        raise AssertionError("eval mode reads the running statistics")
+
+    given.eval()
+    with blocks.batch_statistics_mean(no_reduction):
+        given(x)

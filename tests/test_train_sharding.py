@@ -1,6 +1,8 @@
-"""The same global batch gives the same losses on 1 device and on 8 simulated devices,
-with a `data` mesh and a `data x fsdp` mesh with FSDP-sharded parameters (a file of
-its own so pytest-xdist runs it beside the train-loop tests)."""
+"""The same global batch gives the same losses on 1 device and on 8 simulated devices:
+a `data x fsdp` mesh with FSDP-sharded parameters (XLA partitions the global step) and
+a `data` mesh with deterministic reductions (the step per device under `shard_map`,
+every cross-device sum ordered). A file of its own so pytest-xdist runs it beside the
+train-loop tests."""
 
 from __future__ import annotations
 
@@ -22,17 +24,24 @@ config = load_config_file(sys.argv[1])
 batch = next(make_train_loader(config.data, seed=config.seed,
                                global_batch_size=config.train.global_batch_size))
 results = {}
-meshes = (("one_device", 1, 1, False), ("data", 8, 1, False), ("data_fsdp", 4, 2, True))
-for name, data, fsdp, shard_params in meshes:
+meshes = (("one_device", 1, 1, False, False), ("data_deterministic", 8, 1, False, True),
+          ("data_fsdp", 4, 2, True, False))
+for name, data, fsdp, shard_params, deterministic in meshes:
     with config.unlocked():
         config.mesh.data, config.mesh.fsdp, config.mesh.shard_params = data, fsdp, shard_params
+        config.mesh.deterministic_reductions = deterministic
     devices = jax.devices()[: data * fsdp]
     trainer = Trainer(config, sharding.make_mesh(config.mesh, devices))
     state = trainer.init_state(config.seed)
     if shard_params:
         specs = {str(s.spec) for s in jax.tree.leaves(trainer.state_sharding)}
         assert any("fsdp" in s for s in specs), specs
-    state, metrics = trainer.train_step(state, trainer.shard_batch(batch), trainer.frozen_state)
+    args = (state, trainer.shard_batch(batch), trainer.frozen_state)
+    step = trainer.train_step.lower(*args).compile()
+    if deterministic:  # every cross-device sum is an ordered all-gather sum
+        hlo = step.as_text()
+        results["collectives"] = {op: hlo.count(op + "(") for op in ("all-reduce", "all-gather")}
+    state, metrics = step(*args)
     results[name] = {k: float(v) for k, v in jax.device_get(metrics).items()}
     if name == "one_device":  # the periodic evaluation, on frames 0 and t > 0
         from asrth_jax.train import eval_data_config
@@ -51,8 +60,9 @@ def test_losses_equal_on_1_and_8_devices_with_data_and_fsdp_meshes(jax_env):
     out = subprocess.run([sys.executable, "-c", SHARDED_LOSSES, CONFIG], env=env, check=True,
                          capture_output=True, text=True, timeout=900, cwd=REPO)
     results = json.loads(out.stdout.split("RESULT", 1)[1])
-    for name in ("data", "data_fsdp"):
+    for name in ("data_deterministic", "data_fsdp"):
         assert_losses_equal(results[name], results["one_device"], rtol=1e-5)
+    assert results["collectives"]["all-reduce"] == 0 and results["collectives"]["all-gather"]
     # Evaluation: at t = 0 the driver is the source, so the model's frame is its no-motion
     # frame and copy-source is exact; every reference is a real, finite number.
     t0, t = results["eval_t0"], results["eval_t"]

@@ -6,7 +6,10 @@ state-dict keys mechanically (see `asrth_jax/convert.py`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -138,8 +141,47 @@ def traceable_rngs(key: jax.Array | int) -> nnx.Rngs:
     return rngs
 
 
-def batch_norm(features: int, *, rngs: nnx.Rngs, dtype: Dtype = None) -> nnx.BatchNorm:
-    norm = nnx.BatchNorm(
+_BATCH_MEAN: contextvars.ContextVar[Callable[[jax.Array], jax.Array] | None] = \
+    contextvars.ContextVar("batch_mean", default=None)
+
+
+@contextlib.contextmanager
+def batch_statistics_mean(mean_over_devices: Callable[[jax.Array], jax.Array]) -> Iterator[None]:
+    """While tracing inside, training-mode BatchNorm averages its per-device statistics
+    with `mean_over_devices` (for a step written per device, e.g. under `shard_map`);
+    outside, the step sees the global batch and XLA's partitioner does the averaging."""
+    token = _BATCH_MEAN.set(mean_over_devices)
+    try:
+        yield
+    finally:
+        _BATCH_MEAN.reset(token)
+
+
+class BatchNorm(nnx.BatchNorm):
+    """`nnx.BatchNorm` whose training-mode statistics can be averaged over devices by a
+    caller-chosen reduction (see `batch_statistics_mean`)."""
+
+    def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+        mean_over_devices = _BATCH_MEAN.get()
+        if use_running_average is None:
+            use_running_average = self.use_running_average
+        if mean_over_devices is None or use_running_average or mask is not None:
+            return super().__call__(x, use_running_average, mask=mask)
+        axes = tuple(range(x.ndim - 1))  # NHWC / NDHWC: statistics per channel
+        x32 = x.astype(jnp.float32)
+        mean, mean_square = mean_over_devices(
+            jnp.stack([x32.mean(axes), jnp.square(x32).mean(axes)]))
+        var = jnp.maximum(mean_square - jnp.square(mean), 0.0)
+        for stored, batch_value in ((self.mean, mean), (self.var, var)):
+            stored[...] = jax.lax.stop_gradient(
+                self.momentum * stored[...] + (1 - self.momentum) * batch_value)
+        y = (x32 - mean) * (jax.lax.rsqrt(var + self.epsilon) * self.scale[...]) \
+            + self.bias[...]
+        return y.astype(self.dtype or x.dtype)
+
+
+def batch_norm(features: int, *, rngs: nnx.Rngs, dtype: Dtype = None) -> BatchNorm:
+    norm = BatchNorm(
         features,
         momentum=BATCHNORM_MOMENTUM,
         epsilon=NORM_EPSILON,
