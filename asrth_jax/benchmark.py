@@ -137,6 +137,11 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
     from asrth_jax import sharding
     from asrth_jax.train_step import Trainer
 
+    # Refused before the minutes of initialisation a trainer costs.
+    limit = memory_limit_bytes(jax.devices()[0]) if batch == 0 else None
+    if batch == 0 and limit is None:
+        raise ValueError("--batch 0 (largest that fits) needs a device that reports its "
+                         "memory limit (GPU/TPU); pass --batch N on CPU")
     mesh = sharding.make_mesh(config.mesh)
     multiple = mesh.devices.size
     progress(f"building the trainer ({jax.default_backend()}, {jax.device_count()} devices)")
@@ -164,10 +169,6 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
 
     result: dict[str, Any] = {}
     if batch == 0:
-        limit = memory_limit_bytes(jax.devices()[0])
-        if limit is None:
-            raise ValueError("--batch 0 (largest that fits) needs a device that reports its "
-                             "memory limit (GPU/TPU); pass --batch N on CPU")
         probe = max(multiple, probe_batch // multiple * multiple)
         compiled, data, _ = compile_at(probe)
         batch = largest_fitting_batch(memory_plan(compiled), probe, limit, multiple)

@@ -20,10 +20,21 @@ def _images(n=2, size=32, seed=0):
     return [jnp.asarray(rng.uniform(size=(n, size, size, 3)), jnp.float32) for _ in range(2)]
 
 
+def _variant(model: nnx.Module, cfg, **build_kwargs) -> nnx.Module:
+    """`model`'s weights in a generator built with `build_kwargs`: traced abstractly,
+    which skips a ~10 s initialisation compile (the variants share parameter shapes)."""
+    abstract = nnx.eval_shape(lambda: adasr.build_generator(cfg, **build_kwargs))
+    graphdef, abstract_state = nnx.split(abstract)
+    state = nnx.state(model)
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), abstract_state) == \
+        jax.tree.map(lambda a: (a.shape, a.dtype), state)
+    return nnx.merge(graphdef, state)
+
+
 def test_bfloat16_forward_keeps_float32_params_and_tracks_float32():
     cfg = load_config_file(TINY).model
     f32 = adasr.build_generator(cfg, seed=0)
-    bf16 = adasr.build_generator(cfg, seed=0, dtype="bfloat16")
+    bf16 = _variant(f32, cfg, dtype="bfloat16")  # asserts float32 parameters
     params = jax.tree.leaves(nnx.state(bf16, nnx.Param))
     assert {p.dtype for p in params} == {jnp.dtype("float32")}
     f32.eval()
@@ -38,9 +49,9 @@ def test_bfloat16_forward_keeps_float32_params_and_tracks_float32():
 def test_remat_changes_memory_not_values():
     cfg = load_config_file(TINY).model
     source, driving = _images(seed=1)
+    plain = adasr.build_generator(cfg, seed=0)
     results = []
-    for remat in (False, True):
-        model = adasr.build_generator(cfg, seed=0, remat=remat)
+    for model in (plain, _variant(plain, cfg, remat=True)):
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
         def loss(params, rest, graphdef=graphdef):
