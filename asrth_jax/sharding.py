@@ -6,6 +6,7 @@ also split parameters and optimiser state). The batch is split over both axes.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -90,6 +91,7 @@ def check_deterministic_reductions(mesh_config: ml_collections.ConfigDict) -> No
                          "set config.mesh.shard_params=False (or turn it off)")
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def ordered_sum(x: Any, axes: tuple[str, ...] = BATCH_AXES) -> Any:
     """Sum of a per-device pytree over the mesh `axes` inside `shard_map`, added in
     device order: the same bits whatever the process layout.
@@ -101,15 +103,15 @@ def ordered_sum(x: Any, axes: tuple[str, ...] = BATCH_AXES) -> Any:
     costs N copies of `x` per device and all-gather traffic instead of all-reduce.
     Its gradient is the same ordered sum of the cotangents.
     """
-    @jax.custom_vjp
-    def total(value):
-        return jax.tree.map(lambda v: jax.lax.all_gather(v, axes).sum(axis=0), value)
+    return jax.tree.map(lambda v: jax.lax.all_gather(v, axes).sum(axis=0), x)
 
-    def forward(value):
-        return total(value), None
 
-    def backward(_, cotangent):
-        return (total(cotangent),)
+def _ordered_sum_forward(x: Any, axes: tuple[str, ...]) -> tuple[Any, None]:
+    return ordered_sum(x, axes), None
 
-    total.defvjp(forward, backward)
-    return total(x)
+
+def _ordered_sum_backward(axes: tuple[str, ...], _, cotangent: Any) -> tuple[Any]:
+    return (ordered_sum(cotangent, axes),)
+
+
+ordered_sum.defvjp(_ordered_sum_forward, _ordered_sum_backward)

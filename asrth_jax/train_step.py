@@ -333,27 +333,28 @@ class Trainer:
         return loss, nnx.state(disc, nnx.Not(nnx.Param))
 
     # ---------------------------------------------------------------- steps
+    def _mean_over_devices(self, tree):
+        """Inside `shard_map`: the device mean of a per-device pytree, in device order."""
+        num_devices = self.mesh.devices.size
+        return jax.tree.map(lambda x: x / num_devices, sharding.ordered_sum(tree))
+
     def _train_step_per_device(self, state, batch, frozen):
         """`_train_step` on this device's rows, with every cross-device sum ordered."""
-        num_devices = self.mesh.devices.size
+        with blocks.batch_statistics_mean(self._mean_over_devices):
+            return self._train_step(state, batch, frozen, batch_shards=self.mesh.devices.size)
 
-        def mean_over_devices(tree):
-            return jax.tree.map(lambda x: x / num_devices, sharding.ordered_sum(tree))
-
-        with blocks.batch_statistics_mean(mean_over_devices):
-            return self._train_step(state, batch, frozen, mean_over_devices, num_devices)
-
-    def _train_step(self, state, batch, frozen, mean_over_devices=None, batch_shards: int = 1):
+    def _train_step(self, state, batch, frozen, batch_shards: int = 1):
         """One update. Under `shard_map` (`batch_shards` > 1) the batch is this device's
-        rows and `mean_over_devices` averages gradients and losses over the devices."""
+        rows, and gradients and losses are averaged over the devices."""
+        per_device = batch_shards > 1
         rng, key = jax.random.split(state["rng"])
         grad_fn = jax.value_and_grad(
             functools.partial(self._generator_losses, batch_shards=batch_shards), has_aux=True)
         (gen_loss, (terms, gen_rest, prediction)), gen_grads = grad_fn(
             state["gen_params"], state["gen_rest"], state["disc_params"], state["disc_rest"],
             batch, frozen, key)
-        if mean_over_devices is not None:
-            gen_loss, terms, gen_grads = mean_over_devices((gen_loss, terms, gen_grads))
+        if per_device:
+            gen_loss, terms, gen_grads = self._mean_over_devices((gen_loss, terms, gen_grads))
         updates, gen_opt = self.gen_tx.update(gen_grads, state["gen_opt"], state["gen_params"])
         gen_params = optax.apply_updates(state["gen_params"], updates)
 
@@ -367,8 +368,8 @@ class Trainer:
                 self._discriminator_loss, has_aux=True)(
                     state["disc_params"], state["disc_rest"],
                     batch["driving"].astype(jnp.float32), prediction)
-            if mean_over_devices is not None:
-                disc_loss, disc_grads = mean_over_devices((disc_loss, disc_grads))
+            if per_device:
+                disc_loss, disc_grads = self._mean_over_devices((disc_loss, disc_grads))
             updates, disc_opt = self.disc_tx.update(disc_grads, disc_opt, disc_params)
             disc_params = optax.apply_updates(disc_params, updates)
             metrics["discriminator_gan"] = disc_loss
