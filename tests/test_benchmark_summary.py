@@ -72,3 +72,18 @@ def test_largest_fitting_batch_scales_temporaries_only():
 def test_batch_zero_needs_a_device_memory_limit():
     with pytest.raises(SystemExit, match="largest that fits"):
         benchmark.main(["--config", TINY, "--batch", "0", "--compile-only"])
+
+
+def test_indivisible_batch_is_refused_before_the_trainer(monkeypatch):
+    from asrth_jax import sharding, train_step
+
+    def indivisible(batch, mesh):
+        raise ValueError(f"batch {batch} does not divide across the devices")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the trainer was built before the batch was checked")
+
+    monkeypatch.setattr(sharding, "check_batch_divides", indivisible)
+    monkeypatch.setattr(train_step, "Trainer", never)
+    with pytest.raises(SystemExit, match="batch 3 does not divide"):
+        benchmark.main(["--config", TINY, "--batch", "3", "--compile-only"])

@@ -38,22 +38,6 @@ def test_lpips_orders_distortions():
     assert np.all(metrics.lpips(worse, target) > metrics.lpips(pred, target))
 
 
-def test_akd_with_given_landmarks():
-    pts = np.array([[0.0, 0.0], [3.0, 4.0]])
-    assert metrics.average_keypoint_distance(pts + [3.0, 4.0], pts) == pytest.approx(5.0)
-    assert np.isnan(metrics.average_keypoint_distance(None, pts))
-    # a landmark function (here: brightest pixel) plugs into akd
-    imgs = np.zeros((2, 8, 8, 3), np.float32)
-    imgs[0, 2, 3] = 1.0
-    imgs[1, 5, 3] = 1.0
-
-    def brightest(img):
-        y, x = np.unravel_index(np.argmax(img.sum(-1)), img.shape[:2])
-        return np.array([[x, y]], np.float32)
-
-    np.testing.assert_allclose(metrics.akd(imgs, imgs[::-1], brightest), [3.0, 3.0])
-
-
 def test_compute_metrics_reports_every_available_metric():
     pred, target = _pair(size=64)
     out = metrics.compute_metrics(pred, target)

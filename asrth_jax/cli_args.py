@@ -1,0 +1,110 @@
+"""Command-line plumbing shared by the entry points: one-line argument errors and
+output-path checks that run before any slow work (model building, compiling)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NoReturn
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written as asked (one-line message)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are a single `error: ...` line (no usage block) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
+def non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative; give 0 or more")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not positive; give 1 or more")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _check_parent_writable(path: Path, flag: str) -> None:
+    """The nearest existing ancestor must be a writable directory (it will be created under)."""
+    parent = path.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"{flag} {path}: {parent} is a file, not a directory; "
+                              "choose a path under a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{flag} {path}: directory {parent} is not writable; "
+                              "choose another path")
+
+
+def check_output_file(path: str | os.PathLike, flag: str, *, overwrite: bool) -> Path:
+    """A file the command will write: refuses a directory, an existing file without
+    `overwrite`, a file as parent and an unwritable location."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{flag} {path} is a directory; give a file path")
+    if path.exists():
+        if not overwrite:
+            raise OutputPathError(f"{flag} {path} exists; choose another path or pass "
+                                  "--overwrite")
+        if not os.access(path, os.W_OK):
+            raise OutputPathError(f"{flag} {path} exists and is not writable; choose another "
+                                  "path")
+        return path
+    _check_parent_writable(path, flag)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, flag: str, *, overwrite: bool,
+                     files: Iterable[str] = ()) -> Path:
+    """A directory the command will write `files` into: refuses a file, a non-empty
+    directory without `overwrite`, an unwritable location, and (with `overwrite`) an
+    output name that is taken by a directory."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{flag} {path} is a file, not a directory; give a directory "
+                              "path")
+    if not path.exists():
+        _check_parent_writable(path, flag)
+        return path
+    if any(path.iterdir()) and not overwrite:
+        raise OutputPathError(f"{flag} {path} exists and is not empty; choose another or "
+                              "pass --overwrite")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{flag} {path} is not writable; choose another directory")
+    for name in files:
+        target = path / name
+        if target.is_dir():
+            raise OutputPathError(f"{flag} {path}: {target} is a directory, so the {name} "
+                                  "file cannot be written; remove it or choose another --out")
+        if target.exists() and not os.access(target, os.W_OK):
+            raise OutputPathError(f"{flag} {path}: {target} is not writable; choose another "
+                                  "--out")
+    return path
+
+
+
+def fail(message: str) -> SystemExit:
+    """The SystemExit a `main()` raises: `error: <first line>` on stderr, exit status 1."""
+    first = message.splitlines()[0] if message else "failed"
+    return SystemExit(f"error: {first.removeprefix('error: ')}")
