@@ -25,6 +25,7 @@ Options:
   --steps N           timed steps per case (default: 5)
   --mem-fraction F    XLA_PYTHON_CLIENT_MEM_FRACTION (default: 0.92)
   --autotune-level N  --xla_gpu_autotune_level, 0..5 (default: 4)
+  --overwrite         replace result files an earlier run left in --out
   --dry-run           print the commands instead of running them
   -h, --help          this help
 
@@ -42,6 +43,7 @@ STEPS=5
 MEM_FRACTION=0.92
 AUTOTUNE=4
 DRY_RUN=0
+OVERWRITE=0
 
 while (($#)); do
   case $1 in
@@ -55,6 +57,7 @@ while (($#)); do
     --steps) need_value "$1" $#; STEPS=$2; shift 2 ;;
     --mem-fraction) need_value "$1" $#; MEM_FRACTION=$2; shift 2 ;;
     --autotune-level) need_value "$1" $#; AUTOTUNE=$2; shift 2 ;;
+    --overwrite) OVERWRITE=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     *) die "unknown argument '$1' (see -h)" ;;
   esac
@@ -77,6 +80,20 @@ for config in "${CONFIG_LIST[@]}"; do
   ((DRY_RUN)) || [[ -f $config ]] || die "config '$config' not found (run from the repository root)"
 done
 
+case_names=()
+for config in "${CONFIG_LIST[@]}"; do
+  for mode in "${MODES[@]}"; do
+    case_names+=("$(basename "$config" .py)_${DTYPE}_remat-${mode}")
+  done
+done
+# Refuse before any compile: a rerun must not silently replace the last run's figures.
+if ((!OVERWRITE)); then
+  for case_name in "${case_names[@]}"; do
+    [[ -e $OUT/$case_name.json ]] \
+      && die "$OUT/$case_name.json exists from an earlier run; pass --overwrite or another --out"
+  done
+fi
+
 FLAGS=$(xla_gpu_flags "$AUTOTUNE" true 0 "")
 [[ -n ${XLA_FLAGS:-} ]] && FLAGS+=" $XLA_FLAGS"
 run mkdir -p "$OUT"
@@ -90,6 +107,7 @@ for config in "${CONFIG_LIST[@]}"; do
     args=(--config "$config" --dtype "$DTYPE" --batch "$BATCH" --steps "$STEPS"
           --out "$OUT/$case_name.json")
     [[ $mode == on ]] && args+=(--remat)
+    ((OVERWRITE)) && args+=(--overwrite)
     [[ $mode == off ]] && args+=(--profile "${TMPDIR:-/tmp}/profile_$case_name")
     # Inference does not depend on remat: measure it once per config.
     ((first_mode)) || args+=(--skip-inference)

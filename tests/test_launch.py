@@ -717,6 +717,15 @@ def test_gpu_benchmark_options():
     assert "--xla_gpu_autotune_level=2" in env["XLA_FLAGS"].split()
 
 
+def test_gpu_benchmark_refuses_an_earlier_result_without_overwrite(tmp_path):
+    (tmp_path / "demo_bfloat16_remat-on.json").write_text("{}")
+    common = ["--configs", "configs/demo.py", "--remat", "on", "--out", str(tmp_path)]
+    assert_one_line_error(run("gpu_benchmark.sh", "--dry-run", *common), "--overwrite")
+    cases = _bench_cases(*common, "--overwrite")
+    assert "--overwrite" in cases[0][1]
+    assert "--overwrite" not in _bench_cases("--configs", "configs/demo.py")[0][1]
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--remat", "maybe"], "--remat"), (["--batch", "-1"], "--batch"),
     (["--dtype", "float16"], "--dtype"), (["--configs", "configs/nope.py"], "nope.py"),
