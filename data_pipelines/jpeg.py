@@ -17,6 +17,9 @@ listing, so its luma step at (vertical 0, horizontal 1) is 12, not 11; we keep t
 
 from __future__ import annotations
 
+import functools
+
+import cv2
 import numpy as np
 
 # The standard tables (ITU T.81 Annex K), rows = vertical frequency as usually printed.
@@ -69,25 +72,44 @@ def quality_to_factor(quality: float) -> float:
     return (5000.0 / quality if quality < 50 else 200.0 - 2.0 * quality) / 100.0
 
 
-def _blocks_dct(plane: np.ndarray, inverse: bool = False) -> np.ndarray:
-    """2D (inverse) DCT of every 8x8 block of an (H, W) plane, H and W multiples of 8.
+def _rows_dct(plane: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Apply ``basis`` to each run of 8 pixels along the rows of an (H, W) plane.
 
-    Two plain matrix products over the whole plane (columns then rows of each block),
-    so numpy hands the work to BLAS instead of looping over blocks.
+    cv2.transform treats the 8 pixels as channels of one SIMD pass; BLAS matmuls this
+    small are slower and spin up threads a data-loader worker must not take.
     """
     h, w = plane.shape
-    d = DCT.T if inverse else DCT
-    cols = np.matmul(d, plane.reshape(h // 8, 8, w))  # along each block's rows axis
-    return np.matmul(cols.reshape(h, w // 8, 8), d.T).reshape(h, w)
+    return cv2.transform(np.ascontiguousarray(plane).reshape(h, w // 8, 8), basis).reshape(h, w)
+
+
+def _blocks_dct(plane: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """2D (inverse) DCT of every 8x8 block of an (H, W) plane, H and W multiples of 8."""
+    basis = DCT.T if inverse else DCT
+    basis = np.ascontiguousarray(basis)
+    return _rows_dct(_rows_dct(plane, basis).T, basis).T
 
 
 def quantize_plane(plane: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """DCT -> round(coef / table) * table -> inverse DCT of a level-shifted plane."""
+    """DCT -> round(coef / step) * step -> inverse DCT of a level-shifted (H, W) plane.
+
+    ``table`` is either one 8x8 step table indexed [vertical, horizontal frequency] or a
+    full (H, W) map of steps (one per coefficient).
+    """
     h, w = plane.shape
-    coef = _blocks_dct(plane).reshape(h // 8, 8, w // 8, 8)
-    step = table[None, :, None, :]
-    coef = np.round(coef / step) * step
-    return _blocks_dct(coef.reshape(h, w), inverse=True)
+    step = table if table.shape == (h, w) else np.tile(table, (h // 8, w // 8))
+    step = step.astype(np.float32, copy=False)
+    coef = np.round(_blocks_dct(plane) / step)
+    return _blocks_dct(coef * step, inverse=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _step_map(hp: int, wp: int) -> np.ndarray:
+    """Unscaled steps for the stacked planes [Y; Cb | Cr] of a padded hp x wp image."""
+    luma = np.tile(LUMA_TABLE, (hp // 8, wp // 8))
+    chroma = np.tile(CHROMA_TABLE, (hp // 16, wp // 8))
+    out = np.concatenate([luma, chroma])
+    out.setflags(write=False)
+    return out
 
 
 def diff_jpeg(image: np.ndarray, quality: float) -> np.ndarray:
@@ -100,18 +122,21 @@ def diff_jpeg(image: np.ndarray, quality: float) -> np.ndarray:
     factor = np.float32(quality_to_factor(float(quality)))
     h, w = image.shape[:2]
     hp, wp = -(-h // 16) * 16, -(-w // 16) * 16
-    padded = np.zeros((hp, wp, 3), dtype=np.float32)
-    padded[:h, :w] = image
-    ycc = padded.reshape(-1, 3) @ (_RGB_TO_YCBCR.T * np.float32(255.0))
-    ycc = ycc.reshape(hp, wp, 3)
-    # Chroma: 2x2 mean, then the 128 offset cancels the level shift (value + 128 - 128).
-    chroma = ycc[..., 1:].reshape(hp // 2, 2, wp // 2, 2, 2).mean(axis=(1, 3))
-    y = quantize_plane(ycc[..., 0] - np.float32(128.0), LUMA_TABLE * factor)
-    cb = quantize_plane(np.ascontiguousarray(chroma[..., 0]), CHROMA_TABLE * factor)
-    cr = quantize_plane(np.ascontiguousarray(chroma[..., 1]), CHROMA_TABLE * factor)
-    out = np.empty((hp, wp, 3), dtype=np.float32)
-    out[..., 0] = y + np.float32(128.0)
-    out[..., 1] = np.repeat(np.repeat(cb, 2, axis=0), 2, axis=1)
-    out[..., 2] = np.repeat(np.repeat(cr, 2, axis=0), 2, axis=1)
-    rgb = out[:h, :w].reshape(-1, 3) @ _YCBCR_TO_RGB.T
-    return np.clip(rgb.reshape(h, w, 3) * np.float32(1 / 255.0), 0.0, 1.0)
+    # Zero (black) padding to whole 16x16 macroblocks, as DiffJPEG does.
+    padded = cv2.copyMakeBorder(image.astype(np.float32, copy=False), 0, hp - h, 0, wp - w,
+                                cv2.BORDER_CONSTANT, value=0)
+    ycc = cv2.transform(padded, _RGB_TO_YCBCR * np.float32(255.0))
+    # One plane [Y; Cb | Cr] so all three are coded in the same four passes. Chroma stays
+    # centred on 0: DiffJPEG's +128 and its DCT's -128 cancel.
+    planes = np.empty((hp + hp // 2, wp), dtype=np.float32)
+    planes[:hp] = ycc[..., 0] - np.float32(128.0)
+    chroma = cv2.resize(ycc[..., 1:], (wp // 2, hp // 2), interpolation=cv2.INTER_AREA)
+    planes[hp:, : wp // 2] = chroma[..., 0]
+    planes[hp:, wp // 2 :] = chroma[..., 1]
+    planes = quantize_plane(planes, _step_map(hp, wp) * factor)
+    out = np.empty((h, w, 3), dtype=np.float32)
+    out[..., 0] = planes[:h, :w] + np.float32(128.0)
+    cbcr = cv2.merge([planes[hp:, : wp // 2], planes[hp:, wp // 2 :]])
+    out[..., 1:] = cv2.resize(cbcr, (wp, hp), interpolation=cv2.INTER_NEAREST)[:h, :w]
+    rgb = cv2.transform(out, _YCBCR_TO_RGB * np.float32(1 / 255.0))
+    return np.clip(rgb, 0.0, 1.0, out=rgb)
