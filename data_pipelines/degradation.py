@@ -140,8 +140,7 @@ def _noise_op(rng: np.random.Generator, st: Any, stage: str) -> Op:
 
 
 def _resize_scale(rng: np.random.Generator, st: Any) -> tuple[str, float]:
-    probs = np.asarray(st.resize_probs, dtype=np.float64)
-    direction = ("up", "down", "keep")[int(rng.choice(3, p=probs / probs.sum()))]
+    direction = ("up", "down", "keep")[kernels.weighted_index(rng, st.resize_probs)]
     lo, hi = st.resize_range
     if direction == "up":
         return direction, float(rng.uniform(1.0, hi))

@@ -93,6 +93,20 @@ def kernel_array(spec: KernelSpec) -> np.ndarray:
                                   spec.theta, spec.beta)
 
 
+def weighted_index(rng: np.random.Generator, weights: Sequence[float]) -> int:
+    """Index i with probability weights[i] / sum(weights) (one uniform; no array work)."""
+    u = float(rng.uniform()) * float(sum(weights))
+    acc = 0.0
+    last = 0
+    for i, w in enumerate(weights):
+        if w > 0:
+            acc += float(w)
+            last = i
+            if u < acc:
+                return i
+    return last
+
+
 def _beta(rng: np.random.Generator, beta_range: Sequence[float]) -> float:
     # basicsr: below or above 1 with equal odds, whatever the range's ends.
     lo, hi = beta_range
@@ -125,8 +139,7 @@ def sample_blur_kernel(
     size = int(kernel_sizes[rng.integers(len(kernel_sizes))])
     if rng.uniform() < sinc_prob:
         return KernelSpec("sinc", size, omega_c=float(rng.uniform(*sinc_omega_range)))
-    probs = np.asarray(kernel_probs, dtype=np.float64)
-    kind = str(kernel_types[rng.choice(len(kernel_types), p=probs / probs.sum())])
+    kind = str(kernel_types[weighted_index(rng, kernel_probs)])
     if kind not in KERNEL_TYPES:
         raise ValueError(f"unknown blur kernel type {kind!r}; choose from {KERNEL_TYPES}")
     sig_x = float(rng.uniform(*sigma_x_range))

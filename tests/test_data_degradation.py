@@ -64,12 +64,15 @@ def test_kernels_are_normalised():
     rng = np.random.default_rng(0)
     st = default_degradation_config("realesrgan2").realesrgan2.stage1
     for _ in range(50):
-        k = kernels.random_blur_kernel(
-            rng, kernel_sizes=st.kernel_sizes, kernel_types=st.kernel_types,
+        spec = kernels.sample_blur_kernel(
+            rng, kernel_sizes=st.kernel_sizes, sinc_prob=0.5,
+            sinc_omega_range=st.sinc_omega_range, kernel_types=st.kernel_types,
             kernel_probs=st.kernel_probs, sigma_x_range=st.sigma_x_range,
             sigma_y_range=st.sigma_y_range, rotation_range=st.rotation_range,
-            betag_range=st.betag_range, betap_range=st.betap_range, sinc_prob=0.5)
-        assert k.shape[0] in (3, 5) and abs(k.sum() - 1) < 1e-5
+            betag_range=st.betag_range, betap_range=st.betap_range)
+        k = kernels.kernel_array(spec)
+        assert k.shape == (spec.size, spec.size) and spec.size in (3, 5)
+        assert abs(k.sum() - 1) < 1e-5 and np.isfinite(k).all()
     assert np.isfinite(kernels.sinc_kernel(np.pi / 2, 5)).all()
 
 
