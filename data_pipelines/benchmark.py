@@ -20,15 +20,16 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
-from data_pipelines import synthetic, video_io
-from data_pipelines.augment import AugmentPair
-from data_pipelines.config import default_data_config
-from data_pipelines.degradation import PRESETS, DegradeSource, default_degradation_config
-from data_pipelines.sources import PairSource
+# Only light imports here: Grain, OpenCV and the pipeline load after the arguments are
+# checked, so a bad flag is answered at once.
+from data_pipelines.degradation_config import PRESETS
+
+if TYPE_CHECKING:
+    from data_pipelines.sources import PairSource
 
 MIN_SIZE, MAX_SIZE = 32, 4096
 
@@ -37,6 +38,8 @@ class _JpegVideos:
     """In-memory JPEG clips (like a prepared dataset without the disk)."""
 
     def __init__(self, size: int, num_videos: int = 4, num_frames: int = 16):
+        from data_pipelines import synthetic, video_io
+
         self.clips = [[video_io.encode_frame(f) for f in synthetic.render_video(v, num_frames,
                                                                                  size)[0]]
                       for v in range(num_videos)]
@@ -51,10 +54,15 @@ class _JpegVideos:
         return f"jpeg{video}"
 
     def read_frames(self, video: int, frame_indices) -> np.ndarray:
+        from data_pipelines import video_io
+
         return np.stack([video_io.decode_frame(self.clips[video][i]) for i in frame_indices])
 
 
 def _source(kind: str, size: int, tfds_dir: str) -> PairSource:
+    from data_pipelines import synthetic
+    from data_pipelines.sources import PairSource
+
     if kind == "jpeg":
         videos = _JpegVideos(size)
     elif kind == "synthetic":
@@ -68,6 +76,10 @@ def _source(kind: str, size: int, tfds_dir: str) -> PairSource:
 
 def run(size: int, preset: str, source: PairSource, num_pairs: int) -> dict:
     """Time read / augment / degrade for ``num_pairs`` pairs on the calling thread."""
+    from data_pipelines.augment import AugmentPair
+    from data_pipelines.config import default_data_config
+    from data_pipelines.degradation import DegradeSource, default_degradation_config
+
     augment = AugmentPair(default_data_config().augmentation)
     degrade = DegradeSource(default_degradation_config(preset))
     rng = np.random.default_rng(0)
@@ -140,6 +152,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = _parse(argv)
+    import cv2
+
     cv2.setNumThreads(1)  # per-core numbers
     results = []
     for size in args.sizes:
