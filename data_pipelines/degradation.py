@@ -51,11 +51,9 @@ class DegradationConfigError(ValueError):
     """A degradation config value is unusable (named in the message with the fix)."""
 
 
-INTERPOLATIONS = {
-    "area": cv2.INTER_AREA,
-    "bilinear": cv2.INTER_LINEAR,
-    "bicubic": cv2.INTER_CUBIC,
-}
+# OpenCV's half-pixel bilinear/bicubic (a = -0.75, no antialiasing) are torch's
+# interpolate(align_corners=False); torch's "area" is adaptive average pooling (below).
+_CV2_INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,12 +73,42 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def resize(image: np.ndarray, hw: tuple[int, int], interpolation: int) -> np.ndarray:
-    """Resize to (h, w) (no clipping: bicubic may overshoot, as torch's interpolate does)."""
+def _adaptive_bins(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """torch's adaptive pooling bins: output i covers [floor(i n / size),
+    ceil((i + 1) n / size)), integer bins that may overlap."""
+    i = np.arange(size)
+    return (i * n) // size, -(-((i + 1) * n) // size)
+
+
+def _pool_rows(x: np.ndarray, size: int) -> np.ndarray:
+    """Adaptive average pooling of axis 0 to ``size``: a few weighted whole-row gathers
+    (bins here are 1-3 rows long), which numpy does as contiguous copies."""
+    n = x.shape[0]
+    start, end = _adaptive_bins(n, size)
+    inv = (1.0 / (end - start)).astype(np.float32)
+    shape = (size,) + (1,) * (x.ndim - 1)
+    out = x[start] * inv.reshape(shape)
+    for k in range(1, int((end - start).max())):
+        w = np.where(start + k < end, inv, np.float32(0.0))
+        out += x[np.minimum(start + k, n - 1)] * w.reshape(shape)
+    return out
+
+
+def _area_resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """torch's interpolate(mode="area") (adaptive average pooling), rows then columns."""
+    rows = _pool_rows(image, hw[0])
+    return cv2.transpose(_pool_rows(cv2.transpose(rows), hw[1]))  # cv2: fast 3-ch transpose
+
+
+def resize(image: np.ndarray, hw: tuple[int, int], mode: str) -> np.ndarray:
+    """Resize an HxWxC float image to ``hw`` with torch's interpolate semantics for
+    ``mode`` in area/bilinear/bicubic (no clipping: bicubic may overshoot, as in torch)."""
     h, w = hw
     if image.shape[:2] == (h, w):
         return image
-    return cv2.resize(image, (w, h), interpolation=interpolation)
+    if mode == "area":
+        return _area_resize(image, hw)
+    return cv2.resize(image, (w, h), interpolation=_CV2_INTERPOLATIONS[mode])
 
 
 def blur(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -214,7 +242,7 @@ def run_plan(
         if op.name == "blur":
             x = blur(x, kernels.kernel_array(a["kernel"]))
         elif op.name == "resize":
-            x = resize(x, a["hw"], INTERPOLATIONS[a["mode"]])
+            x = resize(x, a["hw"], a["mode"])
         elif op.name == "noise":
             if a["kind"] == "gaussian":
                 x = add_gaussian_noise(x, rng, a["sigma"], a["gray"])
@@ -249,8 +277,8 @@ def degrade_downsample(
     s = float(rng.uniform(*cfg.scale_range))
     small = (max(1, round(h * s)), max(1, round(w * s)))
     down, up = _choice(rng, cfg.down_interpolations), _choice(rng, cfg.up_interpolations)
-    x = np.clip(resize(_to_float(image), small, INTERPOLATIONS[down]), 0.0, 1.0)
-    x = resize(x, (h, w), INTERPOLATIONS[up])
+    x = np.clip(resize(_to_float(image), small, down), 0.0, 1.0)
+    x = resize(x, (h, w), up)
     if trace is not None:
         trace.append({"op": "resize", "stage": "downsample", "scale": s, "hw": small,
                       "mode": down, "out_hw": small})
