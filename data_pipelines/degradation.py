@@ -70,7 +70,8 @@ def _to_float(image: np.ndarray) -> np.ndarray:
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    # Round half to even, as torch.round does in the reference.
+    return np.clip(np.rint(image * np.float32(255.0)), 0, 255).astype(np.uint8)
 
 
 def _adaptive_bins(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
