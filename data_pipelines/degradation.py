@@ -101,15 +101,57 @@ def _area_resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return cv2.transpose(_pool_rows(cv2.transpose(rows), hw[1]))  # cv2: fast 3-ch transpose
 
 
-def resize(image: np.ndarray, hw: tuple[int, int], mode: str) -> np.ndarray:
+def _cubic_weights(t: np.ndarray, a: float = -0.75) -> list[np.ndarray]:
+    """torch's bicubic convolution weights for taps at offsets -1, 0, 1, 2 from floor(src)."""
+    def near(x: np.ndarray) -> np.ndarray:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: np.ndarray) -> np.ndarray:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+
+
+def _interp_rows(x: np.ndarray, size: int, scale_factor: float, mode: str) -> np.ndarray:
+    """torch's upsample_{bilinear,bicubic}2d along axis 0 given ``scale_factor``: source
+    coordinate (i + 0.5) / scale_factor - 0.5, edge samples repeated."""
+    n = x.shape[0]
+    src = (np.arange(size) + 0.5) / scale_factor - 0.5
+    if mode == "bilinear":
+        src = np.maximum(src, 0.0)
+        i0 = np.minimum(np.floor(src).astype(np.intp), n - 1)
+        lam = src - i0
+        taps = [(i0, 1.0 - lam), (np.minimum(i0 + 1, n - 1), lam)]
+    else:
+        base = np.floor(src).astype(np.intp)
+        weights = _cubic_weights(src - base)
+        taps = [(np.clip(base - 1 + k, 0, n - 1), weights[k]) for k in range(4)]
+    shape = (size,) + (1,) * (x.ndim - 1)
+    out = np.zeros((size,) + x.shape[1:], dtype=np.float32)
+    for idx, w in taps:
+        out += x[idx] * w.astype(np.float32).reshape(shape)
+    return out
+
+
+def resize(
+    image: np.ndarray, hw: tuple[int, int], mode: str, scale_factor: float | None = None
+) -> np.ndarray:
     """Resize an HxWxC float image to ``hw`` with torch's interpolate semantics for
-    ``mode`` in area/bilinear/bicubic (no clipping: bicubic may overshoot, as in torch)."""
+    ``mode`` in area/bilinear/bicubic (no clipping: bicubic may overshoot, as in torch).
+
+    ``scale_factor``: torch's ``interpolate(scale_factor=...)``, where bilinear/bicubic map
+    coordinates by 1/scale_factor rather than by the size ratio (``hw`` must then be
+    floor(size x scale_factor)); None means ``interpolate(size=hw)``.
+    """
     h, w = hw
-    if image.shape[:2] == (h, w):
-        return image
-    if mode == "area":
-        return _area_resize(image, hw)
-    return cv2.resize(image, (w, h), interpolation=_CV2_INTERPOLATIONS[mode])
+    if mode == "area" or scale_factor is None or scale_factor == 1.0:
+        if image.shape[:2] == (h, w):
+            return image
+        if mode == "area":  # adaptive pooling ignores scale_factor in torch too
+            return _area_resize(image, hw)
+        return cv2.resize(image, (w, h), interpolation=_CV2_INTERPOLATIONS[mode])
+    rows = _interp_rows(image, h, scale_factor, mode)
+    return cv2.transpose(_interp_rows(cv2.transpose(rows), w, scale_factor, mode))
 
 
 def blur(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -197,8 +239,10 @@ def _stage_ops(
     # ("current", scale_factor=) or of the original frame ("original", size=).
     base = hw if st.resize_relative_to == "current" else orig_hw
     new_hw = (max(1, int(base[0] * scale)), max(1, int(base[1] * scale)))
-    ops.append(Op("resize", stage, {"direction": direction, "scale": scale, "hw": new_hw,
-                                    "mode": _choice(rng, st.interpolations)}))
+    ops.append(Op("resize", stage, {
+        "direction": direction, "scale": scale, "hw": new_hw,
+        "scale_factor": scale if st.resize_relative_to == "current" else None,
+        "mode": _choice(rng, st.interpolations)}))
     ops.append(_noise_op(rng, st, stage))
     if rng.uniform() < st.jpeg_prob:
         ops.append(Op("clip", stage))
@@ -243,7 +287,7 @@ def run_plan(
         if op.name == "blur":
             x = blur(x, kernels.kernel_array(a["kernel"]))
         elif op.name == "resize":
-            x = resize(x, a["hw"], a["mode"])
+            x = resize(x, a["hw"], a["mode"], a.get("scale_factor"))
         elif op.name == "noise":
             if a["kind"] == "gaussian":
                 x = add_gaussian_noise(x, rng, a["sigma"], a["gray"])

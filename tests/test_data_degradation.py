@@ -108,3 +108,17 @@ def test_resize_matches_torch_interpolate(mode):
             torch.from_numpy(x).permute(2, 0, 1)[None], size=hw, mode=mode)[0]
         np.testing.assert_allclose(resize(x, hw, mode), want.permute(1, 2, 0).numpy(),
                                    atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["area", "bilinear", "bicubic"])
+def test_scale_factor_resize_matches_torch(mode):
+    # Stage 1 calls interpolate(scale_factor=s): bilinear/bicubic then map coordinates by
+    # 1/s, not by the size ratio (up to half a pixel apart at the far edge).
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).random((40, 52, 3)).astype(np.float32)
+    for s in (0.55, 0.7, 1.13):
+        hw = (int(40 * s), int(52 * s))
+        want = torch.nn.functional.interpolate(
+            torch.from_numpy(x).permute(2, 0, 1)[None], scale_factor=s, mode=mode)[0]
+        np.testing.assert_allclose(resize(x, hw, mode, scale_factor=s),
+                                   want.permute(1, 2, 0).numpy(), atol=1e-4)
