@@ -215,3 +215,20 @@ def test_bad_config_values_fail_at_construction(key, value, needle):
     node[last] = value
     with pytest.raises(degradation.DegradationConfigError, match=needle):
         degradation.DegradeSource(cfg)
+
+
+def test_train_refuses_a_bad_degradation_value_in_one_line(tmp_path, jax_env):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "asrth_jax.train",
+         f"--config={repo / 'tests' / 'tiny_train_config.py'}", f"--workdir={tmp_path / 'w'}",
+         "--config.data.degradation.realesrgan2.stage2.resize_relative_to=cumulative"],
+        env=jax_env, capture_output=True, text=True, timeout=300, cwd=repo)
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert "stage2.resize_relative_to" in line and "cumulative" in line, line
+    assert not (tmp_path / "w" / "checkpoints").exists()
