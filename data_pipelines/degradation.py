@@ -42,6 +42,7 @@ from data_pipelines.degradation_config import (
     default_degradation_config,
 )
 from data_pipelines.jpeg import diff_jpeg
+from data_pipelines.poisson import poisson_counts
 
 __all__ = ["PRESETS", "DegradationConfigError", "DegradeSource", "Op",
            "default_degradation_config", "degrade", "plan_realesrgan2", "validate_config"]
@@ -178,10 +179,10 @@ def add_poisson_noise(
     of the (gray, if ``gray``) image, the difference scaled and added. Clipped to [0, 1]."""
     base = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None] if gray else image
     q = _to_uint8(base)
-    levels = max(int(np.count_nonzero(np.bincount(q.ravel(), minlength=256))), 2)
-    vals = float(2 ** math.ceil(math.log2(levels)))
+    levels = int(np.count_nonzero(np.bincount(q.ravel(), minlength=256)))
+    vals = 2 ** math.ceil(math.log2(levels))
     qf = q.astype(np.float32) * (1.0 / 255.0)
-    noisy = rng.poisson(qf * vals).astype(np.float32) / np.float32(vals)
+    noisy = poisson_counts(q, vals, rng).astype(np.float32) / np.float32(vals)
     return np.clip(image + (noisy - qf) * np.float32(scale), 0.0, 1.0)
 
 
