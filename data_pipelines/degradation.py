@@ -42,7 +42,6 @@ from data_pipelines.degradation_config import (
     default_degradation_config,
 )
 from data_pipelines.jpeg import diff_jpeg
-from data_pipelines.poisson import poisson_counts
 
 __all__ = ["PRESETS", "DegradationConfigError", "DegradeSource", "Op",
            "default_degradation_config", "degrade", "plan_realesrgan2", "validate_config"]
@@ -182,7 +181,7 @@ def add_poisson_noise(
     levels = int(np.count_nonzero(np.bincount(q.ravel(), minlength=256)))
     vals = 2 ** math.ceil(math.log2(levels))
     qf = q.astype(np.float32) * (1.0 / 255.0)
-    noisy = poisson_counts(q, vals, rng).astype(np.float32) / np.float32(vals)
+    noisy = rng.poisson(qf * np.float32(vals)).astype(np.float32) / np.float32(vals)
     return np.clip(image + (noisy - qf) * np.float32(scale), 0.0, 1.0)
 
 
