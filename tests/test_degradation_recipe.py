@@ -6,6 +6,9 @@ in 150,000 checks); ranges are checked exactly.
 """
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,10 +221,6 @@ def test_bad_config_values_fail_at_construction(key, value, needle):
 
 
 def test_train_refuses_a_bad_degradation_value_in_one_line(tmp_path, jax_env):
-    import subprocess
-    import sys
-    from pathlib import Path
-
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, "-m", "asrth_jax.train",
