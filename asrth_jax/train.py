@@ -187,6 +187,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     from asrth_jax import sharding
     from asrth_jax.models.generator import check_num_down_blocks
     from asrth_jax.train_step import Trainer, check_headpose_teacher, lr_schedule
+    from data_pipelines.degradation import validate_config as check_degradation
     from data_pipelines.pipeline import make_train_loader
 
     mesh = sharding.make_mesh(config.mesh)
@@ -195,6 +196,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         check_num_down_blocks(config.model.generator.num_down_blocks)
         check_headpose_teacher(config.loss, config.data.kind)
         sharding.check_deterministic_reductions(config.mesh)
+        check_degradation(config.data.degradation)
     except ValueError as exc:
         raise StopTraining(str(exc)) from None
     is_chief = jax.process_index() == 0

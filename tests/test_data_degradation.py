@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from data_pipelines import kernels, synthetic
-from data_pipelines.degradation import PRESETS, DegradeSource, default_degradation_config, degrade
+from data_pipelines.degradation import (
+    PRESETS,
+    DegradeSource,
+    default_degradation_config,
+    degrade,
+    resize,
+)
 
 
 def _high_freq_energy(img: np.ndarray) -> float:
@@ -64,15 +70,55 @@ def test_kernels_are_normalised():
     rng = np.random.default_rng(0)
     st = default_degradation_config("realesrgan2").realesrgan2.stage1
     for _ in range(50):
-        k = kernels.random_blur_kernel(
-            rng, kernel_sizes=st.kernel_sizes, kernel_types=st.kernel_types,
+        spec = kernels.sample_blur_kernel(
+            rng, kernel_sizes=st.kernel_sizes, sinc_prob=0.5,
+            sinc_omega_range=st.sinc_omega_range, kernel_types=st.kernel_types,
             kernel_probs=st.kernel_probs, sigma_x_range=st.sigma_x_range,
             sigma_y_range=st.sigma_y_range, rotation_range=st.rotation_range,
-            betag_range=st.betag_range, betap_range=st.betap_range, sinc_prob=0.5)
-        assert k.shape[0] in (3, 5) and abs(k.sum() - 1) < 1e-5
+            betag_range=st.betag_range, betap_range=st.betap_range)
+        k = kernels.kernel_array(spec)
+        assert k.shape == (spec.size, spec.size) and spec.size in (3, 5)
+        assert abs(k.sum() - 1) < 1e-5 and np.isfinite(k).all()
     assert np.isfinite(kernels.sinc_kernel(np.pi / 2, 5)).all()
 
 
 def test_unknown_preset_is_clear():
     with pytest.raises(ValueError, match="unknown degradation preset"):
         default_degradation_config("bogus")
+
+
+def test_area_resize_is_torch_adaptive_pooling():
+    # torch's interpolate(mode="area") averages integer bins [floor(i n/m), ceil((i+1) n/m)),
+    # which overlap when m does not divide n: 3 -> 2 gives mean(x0, x1), mean(x1, x2)
+    # (OpenCV's INTER_AREA would weight x1 by half instead).
+    x = np.array([0.0, 3.0, 9.0], np.float32)[:, None, None] * np.ones((1, 4, 3), np.float32)
+    out = resize(x, (2, 4), "area")
+    np.testing.assert_allclose(out[:, 0, 0], [1.5, 6.0])
+    # Upscaling 2 -> 3: bins [0, 1), [0, 2), [1, 2).
+    up = resize(np.array([[0.0, 4.0]], np.float32)[..., None].repeat(3, -1), (1, 3), "area")
+    np.testing.assert_allclose(up[0, :, 0], [0.0, 2.0, 4.0])
+
+
+@pytest.mark.parametrize("mode", ["area", "bilinear", "bicubic"])
+def test_resize_matches_torch_interpolate(mode):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).random((40, 52, 3)).astype(np.float32)
+    for hw in [(23, 31), (47, 60), (40, 26)]:
+        want = torch.nn.functional.interpolate(
+            torch.from_numpy(x).permute(2, 0, 1)[None], size=hw, mode=mode)[0]
+        np.testing.assert_allclose(resize(x, hw, mode), want.permute(1, 2, 0).numpy(),
+                                   atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["area", "bilinear", "bicubic"])
+def test_scale_factor_resize_matches_torch(mode):
+    # Stage 1 calls interpolate(scale_factor=s): bilinear/bicubic then map coordinates by
+    # 1/s, not by the size ratio (up to half a pixel apart at the far edge).
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).random((40, 52, 3)).astype(np.float32)
+    for s in (0.55, 0.7, 1.13):
+        hw = (int(40 * s), int(52 * s))
+        want = torch.nn.functional.interpolate(
+            torch.from_numpy(x).permute(2, 0, 1)[None], scale_factor=s, mode=mode)[0]
+        np.testing.assert_allclose(resize(x, hw, mode, scale_factor=s),
+                                   want.permute(1, 2, 0).numpy(), atol=1e-4)
