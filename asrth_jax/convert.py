@@ -257,8 +257,14 @@ def _convert_torch_file(args) -> int:
         check_released_layout(checkpoint)
     except ConversionError as exc:
         raise ConversionError(f"{args.torch_checkpoint}: {exc}") from None
-    generator_side = adasr.build_generator(config.model)
-    discriminator = adasr.build_discriminator(config.model)
+    # Shapes only: the checkpoint fills every variable (a gap is a listed problem), so
+    # initialising weights would be wasted work. A release without a discriminator keeps
+    # a freshly initialised one for fine-tuning.
+    generator_side = nnx.eval_shape(lambda: adasr.build_generator(config.model))
+    if "discriminator" in checkpoint:
+        discriminator = nnx.eval_shape(lambda: adasr.build_discriminator(config.model))
+    else:
+        discriminator = adasr.build_discriminator(config.model)
     try:
         convert_released_checkpoint(checkpoint, generator_side, discriminator)
     except ConversionError as exc:
