@@ -250,7 +250,7 @@ def _convert_torch_file(args) -> int:
     if not args.config:
         raise OutputError("--torch-checkpoint needs --config (e.g. configs/hdtf_512.py)")
     out = os.path.abspath(args.out)
-    check_checkpoint_out(out, args.overwrite)
+    check_checkpoint_out(out, args.overwrite)  # before any slow reading
     config = load_config_file(args.config)
     checkpoint = load_torch_file(args.torch_checkpoint)
     try:  # before building the networks, which takes a while
