@@ -172,3 +172,16 @@ def test_network_entry_that_is_not_a_state_dict_is_one_line(entry, tiny_config, 
     assert f"generator is a {type(entry).__name__}" in message
     with pytest.raises(convert.ConversionError, match="not a dict"):
         convert.convert_released_checkpoint([entry], None, None)
+
+
+def test_unreadable_npz_weights_are_one_line(tmp_path):
+    bad = {"text.npz": b"not a zip", "empty.npz": b""}
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+    np.savez(tmp_path / "objects.npz", w=np.array([{"a": 1}], dtype=object))
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    for name in [*bad, "objects.npz", "single.npy"]:
+        for load in (vgg.load_vgg19_npz, hopenet.load_hopenet_npz):
+            with pytest.raises(ValueError, match="cannot read weights") as info:
+                load(tmp_path / name)
+            assert "\n" not in str(info.value) and name in str(info.value)

@@ -155,9 +155,19 @@ def resolve_npz_out(out_path: str | os.PathLike, default_name: str) -> str:
 
 
 def load_flat_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    # allow_pickle=False: npz members must be plain arrays.
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """{'a/b': array} from a weights .npz; ValueError (one line) for anything else."""
+    try:
+        # allow_pickle=False: npz members must be plain arrays, never pickled objects.
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError("it holds a single array, not named weights")
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # a broken zip, pickled members, a text file, ...
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ValueError(f"cannot read weights {os.fspath(path)} ({reason}); write them with "
+                         "`python -m asrth_jax.convert`") from None
 
 
 def load_torch_state_dict(torch_path: str | os.PathLike) -> dict[str, np.ndarray]:
