@@ -5,17 +5,23 @@
     python -m asrth_jax.convert --vgg19 vgg19-dcbb9e9d.pth --out weights/vgg19.npz
     python -m asrth_jax.convert --hopenet hopenet_robust_alpha1.pkl --out weights/hopenet.npz
 
-PyTorch is needed only to unpickle `.pth` files (`pip install '.[dev]'`).
+PyTorch is needed only to read `.pth` files (`pip install '.[dev]'`). They are read as
+untrusted data (`asrth_jax.torch_files`): only tensors, numbers, strings and containers.
+--out is never replaced without --overwrite, and --overwrite replaces only a checkpoint.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import sys
 from typing import Any
 
 import numpy as np
 from flax import nnx
+
+from asrth_jax.torch_files import TorchFileError, as_array, read_torch_file
 
 # Torch Sequential children named like '3dr0', 'down1', 'b5_3' become list indices.
 _SEQUENTIAL_CHILD = re.compile(r"^(?:3dr|2dr|down|up|b\d_)(\d+)$")
@@ -30,35 +36,13 @@ class ConversionError(ValueError):
     """Raised with every mismatch of a conversion listed, one per line."""
 
 
-def import_torch():
-    try:
-        import torch
-    except ImportError:
-        raise SystemExit(
-            "error: reading PyTorch checkpoints needs torch; install it with "
-            "pip install '.[dev]'") from None
-    return torch
+def load_torch_file(path: str) -> Any:
+    """A released `.pth`/`.pkl` file as nested dicts of numpy arrays, read as untrusted data.
 
-
-def load_torch_file(path: str) -> dict[str, Any]:
-    """Unpickles a `.pth`/`.pkl` file on the CPU into nested dicts of numpy arrays."""
-    torch = import_torch()
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise SystemExit(f"error: {path} does not exist; pass the checkpoint file "
-                         "you downloaded") from None
-    except Exception as exc:  # corrupt or not a torch file
-        raise SystemExit(f"error: cannot read {path} as a PyTorch file ({exc})") from None
-
-    def to_numpy(x):
-        if isinstance(x, torch.Tensor):
-            return x.detach().cpu().numpy()
-        if isinstance(x, dict):
-            return {k: to_numpy(v) for k, v in x.items()}
-        return x
-
-    return to_numpy(obj)
+    Raises TorchFileError (one line) for a missing file, a non-PyTorch file, or one that
+    holds anything but plain weights.
+    """
+    return read_torch_file(path)
 
 
 def torch_key_to_path(key: str, scales: tuple = (1,)) -> tuple[tuple, str]:
@@ -111,7 +95,9 @@ def _convert_leaf(leaf: str, value: np.ndarray, sd: dict, key: str) -> list[tupl
     if leaf == "weight_u":
         return [("u", value)]
     if leaf == "weight_v":
-        orig = sd[key[: -len("weight_v")] + "weight_orig"]
+        orig = np.asarray(sd.get(key[: -len("weight_v")] + "weight_orig"))
+        if orig.ndim != 4 or value.size != int(np.prod(orig.shape[1:])):
+            raise ValueError(f"{key} does not fit its weight_orig {orig.shape}")
         return [("v", _spectral_v_to_ours(value, orig))]
     raise KeyError(leaf)
 
@@ -128,13 +114,24 @@ def convert_state_dict(network: str, state_dict: dict[str, np.ndarray], module: 
     updates: dict[tuple, np.ndarray] = {}
     ignored = _IGNORED_KEYS.get(network, ())
     for key, value in state_dict.items():
+        if not isinstance(key, str):
+            problems.append(f"{network}: key {key!r} is not a parameter name")
+            continue
         if key.endswith(_IGNORED_LEAVES) or key in ignored:
             continue
         path, leaf = torch_key_to_path(key, scales)
         try:
-            converted = _convert_leaf(leaf, np.asarray(value), state_dict, key)
+            array = as_array(value, f"{network}: {key}")
+        except TorchFileError as exc:
+            problems.append(str(exc))
+            continue
+        try:
+            converted = _convert_leaf(leaf, array, state_dict, key)
         except KeyError:
             problems.append(f"{network}: unknown key {key}")
+            continue
+        except ValueError as exc:
+            problems.append(f"{network}: {exc}")
             continue
         for name, array in converted:
             full = path + (name,)
@@ -157,13 +154,26 @@ def convert_state_dict(network: str, state_dict: dict[str, np.ndarray], module: 
         variable.set_value(np.asarray(array, dtype=variable.get_value().dtype))
 
 
-def convert_released_checkpoint(checkpoint: dict[str, Any], generator_side: nnx.Module,
-                                discriminator: nnx.Module | None) -> None:
-    """Loads all networks of a released `mix-train.pth.tar` dict; errors listed together."""
+def check_released_layout(checkpoint: Any) -> None:
+    """A released file is a dict of state dicts; anything else is one ConversionError line."""
+    if not isinstance(checkpoint, dict):
+        raise ConversionError(f"checkpoint is a {type(checkpoint).__name__}, not a dict with "
+                              f"{list(TORCH_NETWORKS)}")
     missing = [n for n in TORCH_NETWORKS[:3] if n not in checkpoint]
     if missing:
         raise ConversionError(
             f"checkpoint lacks {missing}; expected a dict with {list(TORCH_NETWORKS)}")
+    not_dicts = [f"{n} is a {type(checkpoint[n]).__name__}" for n in TORCH_NETWORKS
+                 if n in checkpoint and not isinstance(checkpoint[n], dict)]
+    if not_dicts:
+        raise ConversionError(f"checkpoint entries must be state dicts, but "
+                              f"{', '.join(not_dicts)}")
+
+
+def convert_released_checkpoint(checkpoint: dict[str, Any], generator_side: nnx.Module,
+                                discriminator: nnx.Module | None) -> None:
+    """Loads all networks of a released `mix-train.pth.tar` dict; errors listed together."""
+    check_released_layout(checkpoint)
     problems = []
     pairs = [(n, getattr(generator_side, n)) for n in TORCH_NETWORKS[:3]]
     if discriminator is not None and "discriminator" in checkpoint:
@@ -178,6 +188,125 @@ def convert_released_checkpoint(checkpoint: dict[str, Any], generator_side: nnx.
         raise ConversionError("\n".join(problems))
 
 
+class OutputError(ValueError):
+    """--out names something that must not be written over (one line)."""
+
+
+def _is_checkpoint_dir(path: str) -> bool:
+    # An Orbax CheckpointManager directory holds only step folders named by number.
+    entries = os.listdir(path)
+    return all(e.isdigit() and os.path.isdir(os.path.join(path, e)) for e in entries)
+
+
+def check_checkpoint_out(out: str, overwrite: bool) -> None:
+    """Refuses an --out that holds anything, unless --overwrite and it is a checkpoint.
+
+    Orbax silently skips saving step 0 into a directory that already has a later step,
+    so writing into a non-empty directory is never done in place.
+    """
+    if not os.path.exists(out):
+        return
+    if not os.path.isdir(out):
+        raise OutputError(f"--out {out} is a file, not a checkpoint directory; choose "
+                          "another --out")
+    entries = sorted(os.listdir(out))
+    if not entries:
+        return
+    if not overwrite:
+        raise OutputError(f"--out {out} already holds {entries[0]}"
+                          f"{f' and {len(entries) - 1} more' if len(entries) > 1 else ''}; "
+                          "choose another --out or pass --overwrite to replace it")
+    if not _is_checkpoint_dir(out):
+        odd = next(e for e in entries if not (e.isdigit()
+                                              and os.path.isdir(os.path.join(out, e))))
+        raise OutputError(f"--out {out} holds {odd}, which is not part of a checkpoint; "
+                          "--overwrite replaces only a checkpoint directory, so choose "
+                          "another --out")
+
+
+def write_checkpoint(out: str, generator_side: nnx.Module, discriminator: nnx.Module) -> str:
+    """Saves step 0 to `out`, replacing a checkpoint there only once the new one is whole."""
+    from asrth_jax import checkpoints
+
+    out = os.path.abspath(out)
+    if not os.path.isdir(out) or not os.listdir(out):
+        return checkpoints.save_models(out, generator_side, discriminator)
+    tag = f"{os.getpid()}"
+    fresh, old = f"{out}.converting-{tag}", f"{out}.replaced-{tag}"
+    try:
+        checkpoints.save_models(fresh, generator_side, discriminator)
+        os.rename(out, old)
+        os.rename(fresh, out)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def _convert_torch_file(args) -> int:
+    from asrth_jax.config_lib import load_config_file
+    from asrth_jax.models import adasr
+
+    if not args.config:
+        raise OutputError("--torch-checkpoint needs --config (e.g. configs/hdtf_512.py)")
+    out = os.path.abspath(args.out)
+    check_checkpoint_out(out, args.overwrite)  # before any slow reading
+    config = load_config_file(args.config)
+    checkpoint = load_torch_file(args.torch_checkpoint)
+    try:  # before building the networks, which takes a while
+        check_released_layout(checkpoint)
+    except ConversionError as exc:
+        raise ConversionError(f"{args.torch_checkpoint}: {exc}") from None
+    # Shapes only: the checkpoint fills every variable (a gap is a listed problem), so
+    # initialising weights would be wasted work. A release without a discriminator keeps
+    # a freshly initialised one for fine-tuning.
+    generator_side = nnx.eval_shape(lambda: adasr.build_generator(config.model))
+    if "discriminator" in checkpoint:
+        discriminator = nnx.eval_shape(lambda: adasr.build_discriminator(config.model))
+    else:
+        discriminator = adasr.build_discriminator(config.model)
+    try:
+        convert_released_checkpoint(checkpoint, generator_side, discriminator)
+    except ConversionError as exc:
+        lines = str(exc).splitlines()
+        if len(lines) == 1:
+            raise ConversionError(f"{args.torch_checkpoint}: {lines[0]}") from None
+        # Every mismatch at once: one run shows all that is wrong with the pairing.
+        print(f"error: {args.torch_checkpoint} does not match {args.config}: {len(lines)} "
+              "problems (below); pass the config the checkpoint was trained with",
+              file=sys.stderr)
+        print("\n".join(f"  {line}" for line in lines), file=sys.stderr)
+        return 1
+    print(f"wrote {write_checkpoint(out, generator_side, discriminator)}")
+    return 0
+
+
+def _convert_weights_file(args) -> int:
+    from asrth_jax.models.vgg import resolve_npz_out
+
+    name = "vgg19.npz" if args.vgg19 else "hopenet.npz"
+    out = resolve_npz_out(args.out, name)
+    if os.path.isdir(out):
+        raise OutputError(f"--out {out} is a directory; name a .npz file")
+    if os.path.exists(out) and not args.overwrite:
+        raise OutputError(f"{out} exists; choose another --out or pass --overwrite")
+    try:
+        if args.vgg19:
+            from asrth_jax.models.vgg import convert_vgg19_file
+
+            written = convert_vgg19_file(args.vgg19, out)
+        else:
+            from asrth_jax.models.hopenet import convert_hopenet_file
+
+            written = convert_hopenet_file(args.hopenet, out)
+    except TorchFileError:
+        raise
+    except ValueError as exc:  # the state dict does not fit the network
+        raise ConversionError(f"{args.vgg19 or args.hopenet}: {exc}") from None
+    print(f"wrote {written}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -189,51 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--hopenet", help="HopeNet weights (hopenet_robust_alpha1.pkl)")
     parser.add_argument("--config", help="model config for --torch-checkpoint")
     parser.add_argument("--out", required=True, help="output directory (or .npz file)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output (a checkpoint directory or .npz)")
     args = parser.parse_args(argv)
-
-    import os
-
-    if args.vgg19 or args.hopenet:
-        if os.path.exists(args.out) and not args.overwrite:
-            raise SystemExit(f"error: {args.out} exists; choose another --out or pass "
-                             "--overwrite")
-        if args.vgg19:
-            from asrth_jax.models.vgg import convert_vgg19_file
-
-            convert_vgg19_file(args.vgg19, args.out)
-        else:
-            from asrth_jax.models.hopenet import convert_hopenet_file
-
-            convert_hopenet_file(args.hopenet, args.out)
-        print(f"wrote {args.out}")
-        return 0
-
-    if not args.config:
-        raise SystemExit("error: --torch-checkpoint needs --config (e.g. configs/hdtf_512.py)")
-    from asrth_jax import checkpoints
-    from asrth_jax.config_lib import load_config_file
-    from asrth_jax.models import adasr
-
-    config = load_config_file(args.config)
-    checkpoint = load_torch_file(args.torch_checkpoint)
-    if not isinstance(checkpoint, dict):
-        raise SystemExit(f"error: {args.torch_checkpoint} is not a dict of state dicts")
-    generator_side = adasr.build_generator(config.model)
-    discriminator = adasr.build_discriminator(config.model)
     try:
-        convert_released_checkpoint(checkpoint, generator_side, discriminator)
-    except ConversionError as exc:
-        print(f"error: {args.torch_checkpoint} does not match {args.config}:\n{exc}",
-              file=sys.stderr)
-        return 1
-    try:
-        out = checkpoints.save_models(args.out, generator_side, discriminator,
-                                      overwrite=args.overwrite)
-    except FileExistsError as exc:
+        if args.torch_checkpoint:
+            return _convert_torch_file(args)
+        return _convert_weights_file(args)
+    except (ConversionError, TorchFileError, OutputError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

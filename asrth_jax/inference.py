@@ -320,7 +320,7 @@ def load_generator_side(config: ml_collections.ConfigDict, *, checkpoint: str | 
             raise ModelLoadError(f"torch checkpoint {torch_checkpoint} does not exist")
         try:
             ckpt = convert.load_torch_file(torch_checkpoint)
-        except SystemExit as exc:
+        except convert.TorchFileError as exc:
             raise ModelLoadError(str(exc).removeprefix("error: ")) from None
         if not isinstance(ckpt, dict):
             raise ModelLoadError(f"{torch_checkpoint} is not a dict of state dicts")

@@ -22,6 +22,11 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+
+class NoFaceError(ValueError):
+    """No face was detected where a face crop was required."""
+
+
 Box = tuple[int, int, int, int]  # (left, top, right, bottom), pixels, exclusive right/bottom
 Detector = Callable[[np.ndarray], list[Box]]
 
@@ -110,13 +115,15 @@ def face_crop_box(
     increase_area: float = 0.3,
     num_probe_frames: int = 12,
     detector: Detector | None = None,
+    require_face: bool = False,
 ) -> Box:
     """One square crop box (left, top, right, bottom) for a clip of RGB frames (T, H, W, 3).
 
     Detects faces on ``num_probe_frames`` evenly spaced frames, drops detections that
     disagree with the median box (false positives), joins the rest into a tube box,
     enlarges it by ``increase_area`` on each side (FOMM's aspect-preserving rule)
-    and squares it inside the frame. Without any detection the centred square is used.
+    and squares it inside the frame. Without any detection the centred square is used,
+    or NoFaceError is raised when ``require_face``.
     """
     frames = np.asarray(frames)
     if frames.ndim == 3:
@@ -128,6 +135,8 @@ def face_crop_box(
     probe = np.unique(np.linspace(0, t - 1, num=min(t, num_probe_frames)).round().astype(int))
     boxes = [_largest(found) for i in probe if (found := detect(frames[i]))]
     if not boxes:
+        if require_face:
+            raise NoFaceError(f"no face found on any of {len(probe)} probed frames")
         side = min(h, w)
         return _square(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2), h, w)
     median = tuple(int(v) for v in np.median(np.array(boxes), axis=0))
@@ -171,17 +180,24 @@ def crop_video(
     chunk_frames: int | None = None,
     increase_area: float = 0.3,
     detector: Detector | None = None,
+    require_face: bool = False,
 ) -> np.ndarray:
     """Face-cropped (T, size, size, 3) uint8 clip; one fixed box per chunk of frames.
 
     ``chunk_frames=None`` keeps one box for the whole clip (no jitter at all); a
-    number lets long clips with a moving speaker re-centre every chunk.
+    number lets long clips with a moving speaker re-centre every chunk. With
+    ``require_face`` a chunk without any detected face raises NoFaceError instead of
+    falling back to the centred square.
     """
     frames = np.asarray(frames)
     chunk = chunk_frames or len(frames)
     parts = []
     for start in range(0, len(frames), chunk):
         part = frames[start : start + chunk]
-        box = face_crop_box(part, increase_area=increase_area, detector=detector)
+        try:
+            box = face_crop_box(part, increase_area=increase_area, detector=detector,
+                                require_face=require_face)
+        except NoFaceError as err:
+            raise NoFaceError(f"frames {start}-{start + len(part) - 1}: {err}") from None
         parts.append(apply_box(part, box, size))
     return np.concatenate(parts, axis=0)

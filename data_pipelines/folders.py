@@ -1,5 +1,8 @@
 """Raw video folders: FOMM/VoxCeleb (root/train, root/test) and HDTF-style flat folders.
 
+A flat folder is split per identity by a hash (``split_of``), so the split of a clip
+never depends on which other clips are present.
+
 Reading raw clips decodes whole videos, so decoded clips are kept in a small
 per-process LRU cache; for large datasets run ``data_pipelines.prepare`` once and
 read the TFDS/ArrayRecord copy instead (random access to single frames).
@@ -7,6 +10,7 @@ read the TFDS/ArrayRecord copy instead (random access to single frames).
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,33 +19,71 @@ import numpy as np
 
 from data_pipelines import video_io
 from data_pipelines.errors import DatasetNotFoundError, prepare_hint
+from data_pipelines.sources import identity_of
 
 
-def split_videos(root: str | Path, split: str, train_fraction: float = 0.8) -> list[Path]:
-    """Videos of ``split`` under ``root``: root/<split> if present, else a seeded 80/20 split."""
+def split_of(name: str, train_fraction: float = 0.8) -> str:
+    """'train' or 'test' for a clip of a flat folder, fixed by its identity alone.
+
+    A hash of the identity (``identity_of``: the VoxCeleb ``id`` before '#', else the
+    whole clip name) places it, so adding, removing or failing to decode other clips
+    never moves it, and the clips of one identity never straddle the two splits.
+    """
+    if not 0.0 <= train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in [0, 1], got {train_fraction}")
+    digest = hashlib.sha256(identity_of(name).encode("utf-8")).digest()
+    position = int.from_bytes(digest[:8], "big") / 2.0**64  # uniform in [0, 1)
+    return "train" if position < train_fraction else "test"
+
+
+def has_split_folders(root: str | Path) -> bool:
+    return (Path(root) / "train").is_dir() or (Path(root) / "test").is_dir()
+
+
+def assign_splits(root: str | Path, train_fraction: float = 0.8) -> dict[str, list[Path]]:
+    """Videos per split under ``root``: root/train and root/test if either exists, else
+    each clip of the flat folder by ``split_of``. A split may come back empty."""
     root = Path(root)
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if not root.is_dir():
         raise DatasetNotFoundError(
             f"dataset folder {root} does not exist; set config.data.root to a folder of videos "
             f"or build one with: {prepare_hint(str(root))}"
         )
-    if (root / "train").is_dir() or (root / "test").is_dir():
-        sub = root / split
-        videos = video_io.list_videos(sub) if sub.is_dir() else []
-    else:
-        everything = video_io.list_videos(root)
-        order = np.random.default_rng(0).permutation(len(everything))
-        n_train = len(everything) if len(everything) < 2 else min(
-            len(everything) - 1, max(1, round(train_fraction * len(everything))))
-        chosen = order[:n_train] if split == "train" else order[n_train:]
-        videos = sorted((everything[i] for i in chosen), key=lambda p: p.name)
+    if has_split_folders(root):
+        return {split: video_io.list_videos(root / split) if (root / split).is_dir() else []
+                for split in ("train", "test")}
+    splits: dict[str, list[Path]] = {"train": [], "test": []}
+    for path in video_io.list_videos(root):
+        splits[split_of(video_io.video_name(path), train_fraction)].append(path)
+    return splits
+
+
+def empty_split_fix(root: str | Path, split: str, train_fraction: float) -> str:
+    """Why ``split`` of ``root`` is empty and how to fill it, for one-line errors."""
+    root = Path(root)
+    if has_split_folders(root):
+        return (f"{root}/{split} holds no videos (expected .mp4 files or frame folders); "
+                f"put {split} clips there")
+    total = len(video_io.list_videos(root))
+    if total == 0:
+        return (f"{root} holds no videos (expected .mp4 files or frame folders, optionally "
+                "in train/ and test/); add videos or fix the folder")
+    change = "lower" if split == "test" else "raise"
+    return (f"none of the {total} videos in {root} falls in the {split} split (clips are "
+            f"placed by a hash of their identity, train fraction {train_fraction}); put "
+            f"held-out clips in {root}/test and the rest in {root}/train, or {change} the "
+            "train fraction")
+
+
+def split_videos(root: str | Path, split: str, train_fraction: float = 0.8) -> list[Path]:
+    """Videos of ``split`` under ``root`` (see ``assign_splits``); an empty split is an error."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    videos = assign_splits(root, train_fraction)[split]
     if not videos:
         raise DatasetNotFoundError(
-            f"no videos found for split {split!r} in {root} (expected .mp4 files or frame "
-            "folders, optionally in train/ and test/); add videos or fix config.data.root"
-        )
+            f"no videos for split {split!r}: {empty_split_fix(root, split, train_fraction)}; "
+            "or fix config.data.root")
     return videos
 
 

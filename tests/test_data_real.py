@@ -99,8 +99,10 @@ def test_raw_vox_layout_with_id_sampling(vox_root):
 
 
 def test_corrupt_video_is_one_clear_line(tmp_path):
-    (tmp_path / "vids").mkdir()
-    (tmp_path / "vids" / "broken.mp4").write_bytes(b"not a video at all")
+    for split in ("train", "test"):  # both splits filled: the decode is what fails
+        (tmp_path / "vids" / split).mkdir(parents=True)
+        (tmp_path / "vids" / split / f"broken_{split}.mp4").write_bytes(b"not a video")
+    (tmp_path / "vids" / "train" / "broken.mp4").write_bytes(b"not a video at all")
     with pytest.raises(SystemExit) as err:
         prepare.main(["--videos", str(tmp_path / "vids"), "--out", str(tmp_path / "out"),
                       "--size", "32"])

@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from asrth_jax.torch_files import TorchFileError, as_array, read_torch_file
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -153,28 +155,38 @@ def resolve_npz_out(out_path: str | os.PathLike, default_name: str) -> str:
 
 
 def load_flat_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    # allow_pickle=False: npz members must be plain arrays.
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """{'a/b': array} from a weights .npz; ValueError (one line) for anything else."""
+    try:
+        # allow_pickle=False: npz members must be plain arrays, never pickled objects.
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError("it holds a single array, not named weights")
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # a broken zip, pickled members, a text file, ...
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ValueError(f"cannot read weights {os.fspath(path)} ({reason}); write them with "
+                         "`python -m asrth_jax.convert`") from None
 
 
 def load_torch_state_dict(torch_path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a PyTorch state dict as numpy arrays (torch is only needed here)."""
-    try:
-        import torch
-    except ImportError as err:
-        raise SystemExit("converting PyTorch weights needs torch: pip install '.[dev]'") from err
-    # weights_only: tensors and containers only, no arbitrary code.
-    obj = torch.load(torch_path, map_location="cpu", weights_only=True)
+    """Read a PyTorch state dict as numpy arrays, as untrusted data (see torch_files).
+
+    Raises TorchFileError (a ValueError, one line) for a missing, unreadable or unsafe file
+    or one that is not a state dict of arrays.
+    """
+    obj = read_torch_file(torch_path)
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{torch_path}: expected a state dict, got {type(obj).__name__}")
+        raise TorchFileError(f"{torch_path}: expected a state dict, got {type(obj).__name__}")
     out = {}
     for key, value in obj.items():
+        if not isinstance(key, str):
+            raise TorchFileError(f"{torch_path}: key {key!r} is not a parameter name")
         # DataParallel checkpoints prefix every key with 'module.'.
-        key = key.removeprefix("module.")
-        out[key] = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        out[key.removeprefix("module.")] = as_array(value, f"{torch_path}: {key}")
     return out
 
 
