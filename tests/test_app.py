@@ -101,9 +101,9 @@ def _upload(browser, elem_id: str, path: Path) -> None:
 
     field = browser.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=file]")
     field.send_keys(str(path))
-    # the file is uploaded when its name shows in the component
+    # the file is uploaded when the component offers it for download
     WebDriverWait(browser, 120).until(
-        lambda b: path.name in b.find_element(By.ID, elem_id).text)
+        lambda b: b.find_elements(By.CSS_SELECTOR, f'#{elem_id} a[download="{path.name}"]'))
 
 
 def _three_frame_clip(tmp_path: Path) -> Path:
@@ -131,6 +131,7 @@ def test_upload_animate_and_play(server, browser, tmp_path):
         lambda b: b.execute_script("return arguments[0].readyState", video) >= 1)
     assert browser.execute_script("return arguments[0].duration", video) > 0
     shot = tmp_path / "app_result.png"
+    browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(shot))
     print(f"screenshot: {shot}")
     local = tmp_path / "downloaded.mp4"
@@ -165,3 +166,20 @@ def test_bad_portrait_shows_one_line_error(server, browser, tmp_path):
     assert "cannot read image" in text and "portrait.jpg" in text, text
     assert "Traceback" not in browser.page_source
     browser.save_screenshot(str(tmp_path / "app_error.png"))
+
+
+def test_bad_start_is_one_line(tmp_path, capsys):
+    from asrth_jax import app
+
+    assert app._parse(["--checkpoint", "c", "--config", "f"]).host == "127.0.0.1"
+    config = tmp_path / "tiny.py"
+    from test_inference import tiny_config_file
+
+    tiny_config_file(config)
+    with pytest.raises(SystemExit) as exc:
+        app.main(["--checkpoint", str(tmp_path / "none"), "--config", str(config)])
+    message = str(exc.value.code)
+    assert message.startswith("error: ") and "does not exist" in message and "\n" not in message
+    with pytest.raises(SystemExit) as exc:
+        app.main(["--checkpoint", "c", "--config", str(config), "--port", "70000"])
+    assert "--port" in str(exc.value.code)
