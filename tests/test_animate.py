@@ -163,3 +163,21 @@ def test_bad_options_refused_before_the_model(setup, tmp_path, capsys, monkeypat
         message = _error(setup, capsys, Path(out or tmp_path / "ok.mp4"), *extra)
         assert expected in message, (extra, out, message)
     assert not (tmp_path / "ok.mp4").exists()
+
+
+def test_library_path_reports_every_batch(setup, tmp_path):
+    """The function the CLI and the app share; progress comes from the real batches."""
+    from asrth_jax.config_lib import load_config_file
+
+    config = load_config_file(setup["config"])
+    animator = animate.load_animator(config, checkpoint=setup["ckpt"], torch_checkpoint=None,
+                                     batch_size=4)
+    calls = []
+    opts = animate.AnimateOptions(source=str(REAL / "demo_img_1.jpg"),
+                                  driving=str(REAL / "529_2.mp4"), out=str(tmp_path / "lib.mp4"),
+                                  max_frames=6, fps=10)
+    result = animate.animate(opts, animator, int(config.image_size),
+                             lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 6), (4, 6), (6, 6)]  # batches of 4: 4 then 2 (padded)
+    assert (result.frames, result.fps, result.with_audio) == (6, 10.0, False)
+    assert _frames_and_fps(result.out)[:2] == (6, pytest.approx(10.0, rel=1e-3))
