@@ -15,7 +15,9 @@ unless `--host` says otherwise.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import traceback
@@ -95,7 +97,8 @@ def build_app(animator: Animator, image_size: int, workdir: Path) -> gr.Blocks:
     """The page: uploads, the animate options as controls, the result."""
     import gradio as gr
 
-    with gr.Blocks(title=TITLE) as demo:
+    # Uploads and results in Gradio's cache are deleted after a day (checked hourly).
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 86400)) as demo:
         gr.Markdown(f"## {TITLE}\nUpload a portrait and a driving video (or one driving "
                     "image), then press **Animate**.")
         with gr.Row():
@@ -171,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     except animate.AnimateError as err:
         raise SystemExit(f"error: {err}") from None
     workdir = Path(tempfile.mkdtemp(prefix="asrth_app_"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     demo = build_app(animator, int(config.image_size), workdir)
     print(f"serving on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     try:
