@@ -22,6 +22,10 @@ import numpy as np
 from data_pipelines import video_io
 
 DEFAULT_FPS = 25.0
+# imageio-ffmpeg (the fallback decoder of `video_io`) otherwise starts ffmpeg with
+# preexec_fn=os.setpgrp, which runs CPython's fork hooks; JAX's hook then warns that
+# os.fork() was called with its threads running. This documented switch drops it.
+os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 
 class MediaError(ValueError):
@@ -156,36 +160,63 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _pipe_writer(path: str, width: int, height: int, fps: float,
+                 quality: int) -> subprocess.Popen:
+    """An ffmpeg process that encodes raw RGB frames from its stdin as H.264 yuv420p.
+
+    Started with plain `subprocess.Popen`: imageio-ffmpeg's `write_frames` passes
+    `preexec_fn=os.setpgrp`, which makes CPython run its fork hooks, and JAX's hook
+    then warns that `os.fork()` was called with JAX's threads running. Without a
+    `preexec_fn` the child is created by fork+exec in C with no Python code in between.
+    """
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+           "-r", f"{float(fps):.6f}", "-i", "-", "-an", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", "-crf", str(quality), "-movflags", "+faststart", path]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
 def write_video(path: str | os.PathLike, frames, fps: float, *, quality: int = 18) -> int:
     """Writes RGB frames (iterable of (H, W, 3) uint8/float) as H.264 yuv420p mp4.
 
     Odd sizes are padded by one pixel (yuv420p needs even sides). Returns the count.
     """
-    import imageio_ffmpeg
-
     path = str(path)
-    writer = None
+    proc = None
     count = 0
+    size = None
     try:
         for frame in frames:
-            count += 1
             frame = to_uint8(frame)
             h, w = frame.shape[:2]
             pad_h, pad_w = h % 2, w % 2
             if pad_h or pad_w:
                 frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-            if writer is None:
-                writer = imageio_ffmpeg.write_frames(
-                    path, (frame.shape[1], frame.shape[0]), fps=float(fps), codec="libx264",
-                    pix_fmt_in="rgb24", pix_fmt_out="yuv420p", macro_block_size=1, quality=None,
-                    output_params=["-crf", str(quality)], ffmpeg_log_level="error")
-                writer.send(None)
-            writer.send(np.ascontiguousarray(frame))
+            if proc is None:
+                size = frame.shape[:2]
+                proc = _pipe_writer(path, frame.shape[1], frame.shape[0], fps, quality)
+            elif frame.shape[:2] != size:
+                raise MediaError(f"frame {count} of {path} is {frame.shape[:2]}, not {size}")
+            try:
+                proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+            except BrokenPipeError:
+                break  # ffmpeg exited; its message is reported below
+            count += 1
     finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
+        if proc is not None:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            err = proc.stderr.read().decode(errors="replace")
+            proc.stderr.close()
+            code = proc.wait()
+    if proc is None:
         raise MediaError(f"no frames to write to {path}")
+    if code != 0:
+        last = (err.strip().splitlines() or [f"ffmpeg exit status {code}"])[-1]
+        raise MediaError(f"cannot write video {path}: {last}")
     return count
 
 
@@ -237,6 +268,46 @@ def write_video_with_audio(path: str | os.PathLike, frames, fps: float,
 def hstack(images: list[np.ndarray]) -> np.ndarray:
     """Side-by-side panel of equally tall images."""
     return np.concatenate([to_uint8(i) for i in images], axis=1)
+
+
+def hstack_to_height(images: list[np.ndarray], height: int) -> np.ndarray:
+    """Side-by-side panel; each image resized to `height` keeping its aspect ratio."""
+    panels = []
+    for image in images:
+        image = to_uint8(image)
+        h, w = image.shape[:2]
+        if h != height:
+            width = max(1, int(round(w * height / h)))
+            interp = cv2.INTER_AREA if h > height else cv2.INTER_CUBIC
+            image = cv2.resize(image, (width, height), interpolation=interp)
+        panels.append(image)
+    return np.concatenate(panels, axis=1)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """A file whose suffix names a still image format (a driving image, not a video)."""
+    path = Path(path)
+    return path.suffix.lower() in video_io.IMAGE_SUFFIXES and not path.is_dir()
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """(H, W, 3) RGB image -> `path` atomically (temp file in the same folder, rename).
+
+    The format follows the suffix (.png, .jpg, .jpeg, .bmp, .webp).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=suffix)
+    os.close(fd)
+    try:
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95] if suffix in (".jpg", ".jpeg") else []
+        ok = cv2.imwrite(tmp, np.ascontiguousarray(to_uint8(image)[..., ::-1]), params)
+        if not ok:
+            raise MediaError(f"cannot write image {path}: OpenCV cannot encode {suffix}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import subprocess
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from test_inference import random_models, tiny_config_file, tiny_model_config
+from animate_fixtures import REAL, tiny_checkpoint
 
-from asrth_jax import animate, checkpoints, media
+from asrth_jax import animate, inference, media
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 pytestmark = pytest.mark.skipif(not (REAL / "529_2.mp4").exists(),
                                 reason="real clips not available")
 FRAMES = 8
@@ -35,9 +35,7 @@ def _frames_and_fps(path: Path) -> tuple[int, float, tuple[int, int]]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("animate")
-    config = tiny_config_file(root / "tiny.py")
-    gen, disc = random_models(tiny_model_config(), seed=0)
-    ckpt = checkpoints.save_models(str(root / "ckpt"), gen, disc)
+    files = tiny_checkpoint(root)
     # driving clip with an audio track: 8 frames of 529_2.mp4 (15 fps) + a sine
     with_audio = root / "talk_audio.mp4"
     subprocess.run([media.ffmpeg_exe(), "-loglevel", "error", "-y",
@@ -45,7 +43,7 @@ def setup(tmp_path_factory):
                     "-i", "sine=frequency=440:duration=3", "-frames:v", str(FRAMES),
                     "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p",
                     "-c:a", "aac", "-shortest", str(with_audio)], check=True)
-    return {"root": root, "config": str(config), "ckpt": ckpt, "audio_clip": with_audio}
+    return {"root": root, **files, "audio_clip": with_audio}
 
 
 def _run(setup, out: Path, *extra: str, source: str | None = None,
@@ -58,7 +56,12 @@ def _run(setup, out: Path, *extra: str, source: str | None = None,
 
 
 def test_random_checkpoint_mp4(setup):
-    out = _run(setup, setup["root"] / "plain.mp4", "--adapt-scale")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = _run(setup, setup["root"] / "plain.mp4", "--adapt-scale")
+    # imageio-ffmpeg's writer used preexec_fn, so JAX's fork hook warned on every run
+    forks = [str(w.message) for w in caught if "fork" in str(w.message)]
+    assert not forks, forks[0]
     count, fps, shape = _frames_and_fps(out)
     assert (count, shape) == (FRAMES, (64, 64))
     assert fps == pytest.approx(15.0, rel=1e-3)
@@ -134,3 +137,47 @@ def test_existing_output_refused(setup, tmp_path, capsys):
     out.write_bytes(b"keep me")
     assert "--overwrite" in _error(setup, capsys, out)
     assert out.read_bytes() == b"keep me"
+
+
+def test_bad_options_refused_before_the_model(setup, tmp_path, capsys, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the options were checked")
+
+    monkeypatch.setattr(inference, "load_generator_side", no_model)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    folder = tmp_path / "out.mp4"
+    folder.mkdir()
+    cases = [
+        ((), str(a_file / "out.mp4"), "is a file, not a folder"),
+        ((), str(folder), "is a folder"),
+        (("--overwrite",), str(folder), "is a folder"),
+        ((), "/proc/asrth_out.mp4", "cannot write in /proc"),  # read-only even for root
+        (("--fps", "-5"), None, "--fps must be a positive number"),
+        (("--fps", "nan"), None, "--fps must be a positive number"),
+        (("--max-frames", "-2"), None, "--max-frames must be >= 0"),
+        (("--paste-back",), None, "add --crop"),
+        (("--yaw", "inf"), None, "--yaw must be a finite angle"),
+    ]
+    for extra, out, expected in cases:
+        message = _error(setup, capsys, Path(out or tmp_path / "ok.mp4"), *extra)
+        assert expected in message, (extra, out, message)
+    assert not (tmp_path / "ok.mp4").exists()
+
+
+def test_library_path_reports_every_batch(setup, tmp_path):
+    """The function the CLI and the app share; progress comes from the real batches."""
+    from asrth_jax.config_lib import load_config_file
+
+    config = load_config_file(setup["config"])
+    animator = animate.load_animator(config, checkpoint=setup["ckpt"], torch_checkpoint=None,
+                                     batch_size=4)
+    calls = []
+    opts = animate.AnimateOptions(source=str(REAL / "demo_img_1.jpg"),
+                                  driving=str(REAL / "529_2.mp4"), out=str(tmp_path / "lib.mp4"),
+                                  max_frames=6, fps=10)
+    result = animate.animate(opts, animator, int(config.image_size),
+                             lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 6), (4, 6), (6, 6)]  # batches of 4: 4 then 2 (padded)
+    assert (result.frames, result.fps, result.with_audio) == (6, 10.0, False)
+    assert _frames_and_fps(result.out)[:2] == (6, pytest.approx(10.0, rel=1e-3))
