@@ -233,9 +233,11 @@ def one_step():
     adversarial terms are on, and the generator's forward pass is a fixed blend of its
     inputs: the step then compiles in seconds, and the discriminator's passes in it are
     the real ones."""
+    from flax import nnx
+
     from asrth_jax import sharding
-    from asrth_jax.models.adasr import AdaSRGenerator
-    from asrth_jax.train_step import Trainer
+    from asrth_jax.models.adasr import AdaSRGenerator, build_discriminator
+    from asrth_jax.train_step import FrozenNetworks, Trainer
 
     config = load_config_file(TINY)
     with config.unlocked():
@@ -243,8 +245,14 @@ def one_step():
         config.loss.equivariance_value = config.loss.keypoint_prior = 0.0
         config.loss.headpose = config.loss.expression = 0.0
         config.train.global_batch_size = 2
-    trainer = Trainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
-    before = jax.device_get(trainer.init_state(config.seed))
+    unused = FrozenNetworks(perceptual=nnx.Linear(1, 1, rngs=nnx.Rngs(0)), hopenet=None)
+    trainer = Trainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]), unused)
+    # Zeros for the (unused) generator side; a freshly initialised discriminator.
+    before = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
+                          jax.eval_shape(trainer._init_state, jnp.zeros((), jnp.int32)))
+    _, before["disc_params"], before["disc_rest"] = nnx.split(
+        build_discriminator(config.model, seed=1), nnx.Param, ...)
+    before = jax.device_get(before)
     rng = np.random.default_rng(0)
     batch = {k: rng.uniform(size=(2, 32, 32, 3)).astype(np.float32)
              for k in ("source", "source_lq", "driving")}
