@@ -88,6 +88,9 @@ class PairSource:
         group = self._groups[record % len(self._groups)]
         video = group[int(rng.integers(len(group)))]
         n = self.videos.num_frames(video)
+        if n < 1:
+            raise ValueError(f"video {self.videos.name(video)!r} has no frames; remove it or "
+                             "re-run data_pipelines.prepare")
         if self.max_frame_distance:
             # Our option, not the reference's: the second frame within d of the first.
             first = int(rng.integers(n))

@@ -171,6 +171,8 @@ def test_frames_drawn_with_replacement_and_sorted():
     assert (picks[:, 0] <= picks[:, 1]).all()  # the earlier frame is the source
     # Two independent draws from 4 frames coincide with probability 1/4.
     assert abs(np.mean(picks[:, 0] == picks[:, 1]) - 0.25) < 0.03
+    with pytest.raises(ValueError, match="video 'a' has no frames"):
+        PairSource(_Clips(["a"], 0)).pick(0)
 
 
 def test_each_epoch_visits_every_identity_num_repeats_times():
