@@ -56,7 +56,9 @@ def _merge(cfg: ml_collections.ConfigDict, overrides: dict) -> None:
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """All knobs with the reference's training numbers (batch 4 per device at 512)."""
+    """All knobs with the reference's training recipe (its teachers, optimiser and
+    losses). The dataset-sized numbers (epochs, repeats, batch) live in the configs;
+    every config states its training length (`train.num_epochs` or `train.num_steps`)."""
     from data_pipelines.config import default_data_config
 
     c = ml_collections.ConfigDict()
@@ -67,7 +69,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.global_batch_size = 4
-    c.train.num_steps = 1_000_000
+    # Exactly one of the two: epochs of the training set (the reference counts in
+    # epochs; the step count follows when the dataset is opened, see
+    # `asrth_jax/schedule.py`) or a fixed number of steps (demo, tests).
+    c.train.num_epochs = 0
+    c.train.num_steps = 0
     c.train.compute_dtype = "float32"  # or "bfloat16"; parameters stay float32
     c.train.remat = False
     c.train.gan_mode = "hinge"  # or "ls"
@@ -77,14 +83,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.lr = 2e-4
     c.optim.b1 = 0.5
     c.optim.b2 = 0.999
-    c.optim.decay_milestones = (200_000,)  # steps; x0.1 at each
+    # x`decay_factor` at each milestone, in epochs (the reference's epoch_milestones)
+    # or in steps; at most one of the two.
+    c.optim.decay_epochs = ()
+    c.optim.decay_milestones = ()  # steps
     c.optim.decay_factor = 0.1
 
     c.loss = ml_collections.ConfigDict()
     c.loss.perceptual = (10.0, 10.0, 10.0, 10.0, 10.0)
     c.loss.perceptual_scales = (1.0, 0.5, 0.25, 0.125)
-    c.loss.perceptual_network = "lpips_vgg16"  # or "vgg19" (needs converted weights)
-    c.loss.vgg19_weights = ""
+    # The reference's ImageNet VGG19 (relu1_1..relu5_1); "lpips_vgg16" is a substitute
+    # with bundled weights. Training stops at start if the VGG19 file is missing.
+    c.loss.perceptual_network = "vgg19"
+    c.loss.vgg19_weights = ""  # python -m asrth_jax.convert --vgg19 FILE --out DIR
     c.loss.generator_gan = 1.0
     c.loss.discriminator_gan = 1.0
     c.loss.feature_matching = (10.0, 10.0, 10.0, 10.0)
@@ -93,11 +104,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.keypoint_margin = 0.1
     c.loss.keypoint_depth = 0.33
     c.loss.headpose = 20.0
-    c.loss.hopenet_weights = ""  # converted HopeNet; without it the weight is forced to 0
+    # python -m asrth_jax.convert --hopenet FILE --out DIR; training with the "hopenet"
+    # teacher and a head-pose weight stops at start without it.
+    c.loss.hopenet_weights = ""
     # Who teaches the head-pose estimator: "hopenet" (the reference: a pretrained HopeNet
     # on the driving frame) or "data" (the dataset's true pose, e.g. synthetic heads).
     c.loss.headpose_teacher = "hopenet"
     c.loss.expression = 5.0
+    # The reference adds an L1 reconstruction term whose weight its released config
+    # does not give; 0 keeps the released recipe.
     c.loss.reconstruction_l1 = 0.0
     c.loss.sigma_affine = 0.05
     c.loss.sigma_tps = 0.005

@@ -186,15 +186,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     from asrth_jax import sharding
     from asrth_jax.models.generator import check_num_down_blocks
-    from asrth_jax.train_step import Trainer, check_headpose_teacher, lr_schedule
+    from asrth_jax.schedule import check_training_length, resolve_epochs
+    from asrth_jax.train_step import Trainer, check_teachers, lr_schedule
     from data_pipelines.degradation import validate_config as check_degradation
-    from data_pipelines.pipeline import make_train_loader
+    from data_pipelines.pipeline import make_pair_source, make_train_loader
 
     mesh = sharding.make_mesh(config.mesh)
     try:
         sharding.check_batch_divides(config.train.global_batch_size, mesh)
         check_num_down_blocks(config.model.generator.num_down_blocks)
-        check_headpose_teacher(config.loss, config.data.kind)
+        check_teachers(config.loss, config.data.kind)
+        check_training_length(config)
         sharding.check_deterministic_reductions(config.mesh)
         check_degradation(config.data.degradation)
     except ValueError as exc:
@@ -202,9 +204,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     is_chief = jax.process_index() == 0
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
 
+    # Epoch-counted lengths and milestones become steps once the dataset is open.
+    source = make_pair_source(config.data, "train", config.seed)
+    try:
+        config = resolve_epochs(config, len(source))
+    except ValueError as exc:
+        raise StopTraining(str(exc)) from None
     data_iterator = make_train_loader(
         config.data, seed=config.seed, global_batch_size=config.train.global_batch_size,
-        shard_index=jax.process_index(), shard_count=jax.process_count())
+        shard_index=jax.process_index(), shard_count=jax.process_count(), source=source)
     trainer = Trainer(config, mesh)
     schedule = lr_schedule(config.optim)
     logging.info("perceptual network: %s; head-pose loss weight: %s (teacher: %s)",
