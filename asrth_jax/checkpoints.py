@@ -36,6 +36,11 @@ class DamagedCheckpointError(CheckpointError):
 class ModelMismatchError(CheckpointError):
     """A step saved by a model whose array shapes differ from the configured one."""
 
+    def __init__(self, directory: str, step: int, details: str):
+        self.directory, self.step, self.details = directory, step, details
+        super().__init__(f"{directory} step {step} belongs to another model ({details}); "
+                         "use the config it was made with, or another directory")
+
 
 def first_line(exc: BaseException, limit: int = 160) -> str:
     """The gist of a (possibly many-line TensorStore) error."""
@@ -98,16 +103,16 @@ def check_same_model(directory: str, step: int, expected: Any,
     only_config = [k for k in wanted if k not in saved]
     if not (differ or only_saved or only_config):
         return
-    examples = ", ".join(f"{k} saved {saved[k]} vs configured {wanted[k]}" for k in differ[:3])
-    counts = f"{len(differ)} arrays differ in shape"
+    examples = "; ".join(f"{k} saved {saved[k]} vs configured {wanted[k]}"
+                         for k in differ[:3])
+    details = f"{len(differ)} arrays differ in shape"
     if only_saved or only_config:
-        counts += (f", {len(only_saved)} only in the checkpoint (e.g. "
-                   f"{(only_saved or ['-'])[0]}), {len(only_config)} only in the config (e.g. "
-                   f"{(only_config or ['-'])[0]})")
-    raise ModelMismatchError(
-        f"{directory} step {step} belongs to another model: {counts}"
-        f"{': ' + examples if examples else ''}; use the config it was trained with or "
-        "another directory")
+        details += (f", {len(only_saved)} only in the checkpoint (e.g. "
+                    f"{(only_saved or ['-'])[0]}), {len(only_config)} only in the config (e.g. "
+                    f"{(only_config or ['-'])[0]})")
+    if examples:
+        details += f": {examples}"
+    raise ModelMismatchError(directory, step, details)
 
 
 def set_aside(directory: str, step: int) -> str:
