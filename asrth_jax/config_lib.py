@@ -160,8 +160,15 @@ def check_config_file(path: str) -> None:
             tree = ast.parse(f.read(), filename=path)
     except (SyntaxError, UnicodeDecodeError, ValueError) as exc:
         raise ConfigError(f"config file {path} is not valid Python: {exc}") from None
-    if not any(isinstance(node, ast.FunctionDef) and node.name == "get_config"
-               for node in tree.body):
+    defined = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, ast.Assign):
+            defined.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    if "get_config" not in defined:
         raise ConfigError(f"config file {path} defines no get_config(); see configs/vox.py")
 
 

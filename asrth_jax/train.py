@@ -414,7 +414,19 @@ def main(argv) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing with a one-line error (misspelt config key, bad value)."""
+    """absl flag parsing with a one-line error (misspelt config key, bad value, a
+    config path that is missing, not a .py file or without get_config)."""
+    from asrth_jax import config_lib
+
+    for index, arg in enumerate(argv):
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else (
+            argv[index + 1] if arg == "--config" and index + 1 < len(argv) else None)
+        if path is not None:
+            try:
+                config_lib.check_config_file(path)
+            except config_lib.ConfigError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                sys.exit(2)
     try:
         return FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as exc:
