@@ -34,6 +34,10 @@ def device_capacity_bytes(device: jax.Device) -> tuple[int, str]:
     return host_memory_bytes(), "host memory"
 
 
+def _size(nbytes: float) -> str:
+    return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB / 10 else f"{nbytes / 1024 ** 2:.1f} MiB"
+
+
 def _knobs(config: ml_collections.ConfigDict) -> str:
     """The settings that lower the step's memory, those not already in use."""
     knobs = [f"config.train.global_batch_size (now {config.train.global_batch_size})"]
@@ -62,6 +66,6 @@ def check_step_fits(compiled, config: ml_collections.ConfigDict) -> None:
         return
     per = f" x {sharing} CPU devices" if sharing > 1 else " per device"
     raise StepTooLarge(
-        f"the train step needs {need / GIB:.2f} GiB{per} (XLA's memory plan of the "
-        f"compiled step) but the device has {capacity / GIB:.2f} GiB ({source}); "
+        f"the train step needs {_size(need)}{per} (XLA's memory plan of the compiled "
+        f"step) but the device has {_size(capacity)} ({source}); "
         f"lower it with {_knobs(config)}")
