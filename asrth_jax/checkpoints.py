@@ -87,9 +87,12 @@ def saved_shapes(directory: str, step: int, item: str = MODELS_ITEM) -> dict[str
     try:
         with ocp.StandardCheckpointer() as reader:
             metadata = reader.metadata(epath.Path(directory) / str(step) / item)
-        return _shapes(getattr(metadata, "item_metadata", metadata))
+        shapes = _shapes(getattr(metadata, "item_metadata", metadata))
     except Exception as exc:  # noqa: BLE001 - any unreadable metadata means damage
         raise DamagedCheckpointError(directory, step, first_line(exc)) from None
+    if not shapes:  # Orbax reads a truncated _METADATA as an empty tree
+        raise DamagedCheckpointError(directory, step, f"{item}/_METADATA lists no arrays")
+    return shapes
 
 
 def check_same_model(directory: str, step: int, expected: Any,
