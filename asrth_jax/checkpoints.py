@@ -107,7 +107,7 @@ def check_same_model(directory: str, step: int, expected: Any,
     if not (differ or only_saved or only_config):
         return
     examples = "; ".join(f"{k} saved {saved[k]} vs configured {wanted[k]}"
-                         for k in differ[:3])
+                         for k in differ[:2])
     details = f"{len(differ)} arrays differ in shape"
     if only_saved or only_config:
         details += (f", {len(only_saved)} only in the checkpoint (e.g. "
