@@ -234,7 +234,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Checks a training config before anything is created; ConfigError names the
     first bad value and what it should be."""
     problems = list(_tuple_problems(config, base_config()))
-    at_least = {"image_size": 1, "train.global_batch_size": 1, "train.num_steps": 1,
+    # The length may be given in steps or in epochs (schedule.check_training_length says
+    # which combinations are allowed), so each alone may be 0.
+    at_least = {"image_size": 1, "train.global_batch_size": 1, "train.num_steps": 0,
+                "train.num_epochs": 0,
                 "checkpoint.every_steps": 1, "checkpoint.keep": 1,
                 "log.scalars_every_steps": 1, "log.images_every_steps": 1,
                 "log.profile_steps": 0, "eval.every_steps": 0}
@@ -247,10 +250,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if not _is_number(config.optim[name]) or config.optim[name] <= 0:
             problems.append(f"config.optim.{name} must be a positive number, got "
                             f"{config.optim[name]!r}")
-    milestones = config.optim.decay_milestones
-    if not problems and not all(isinstance(m, int) and m > 0 for m in milestones):
-        problems.append("config.optim.decay_milestones must be positive step numbers, got "
-                        f"{milestones!r}")
+    # Their defaults are empty, so _tuple_problems cannot tell what they hold.
+    for name, unit in (("decay_milestones", "step"), ("decay_epochs", "epoch")):
+        milestones = config.optim[name]
+        if not isinstance(milestones, (tuple, list)) or not all(
+                isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones):
+            problems.append(f"config.optim.{name} must be a tuple of positive {unit} numbers "
+                            f"such as (16,), got {milestones!r}")
     for name, allowed in (("compute_dtype", ("float32", "bfloat16")),
                           ("gan_mode", ("hinge", "ls"))):
         if config.train[name] not in allowed:
