@@ -140,3 +140,50 @@ def test_draw_landmark_transfer_marks_true_and_sent_points():
     assert out[10, 10, 1] > 0.8 and out[10, 10, 0] < 0.5  # green: true source landmark
     assert out[12, 20, 0] > 0.8 and out[12, 20, 1] < 0.5  # red: where the driver was sent
     assert out[11, 15].sum() != pytest.approx(3 * 128 / 255.0)  # the line joins them
+
+
+def test_model_deformation_identity_random_and_true_motion():
+    """Through the real inference path: the model driven by its own source predicts the
+    identity field and scores the identity error; a random-init model scores something
+    else; the true motion on the same grid scores ~0."""
+    from scipy.interpolate import RBFInterpolator
+    from test_inference import random_models
+    from tiny_train_config import TEST_MODEL
+
+    from asrth_jax import config_lib, inference
+
+    gen, _ = random_models(config_lib.model_config(TEST_MODEL), seed=0)
+    animator = inference.make_animator(gen, batch_size=4)
+    size = 32  # the tiny model's size: one small compilation
+    videos = synthetic.SyntheticVideos(synthetic.identity_seeds("test", 1), 32, size)
+    times = [0, 9, 17, 25]
+    frames = videos.read_frames(0, times)
+    lms = videos.landmarks(0, times)
+    src_lm, drv_lm = np.broadcast_to(lms[:1], lms.shape), lms
+    src = animator.encode_source(frames[0])
+    motion = animator.prepare_motion(src, relative=False)
+    pred, kp, field = animator.render_with_deformation(src, frames, motion)
+    assert field.shape[0] == len(times) and field.shape[-1] == 3 and field.ndim == 5
+    assert pred.shape == frames.shape and kp.shape == (len(times), 4, 3)
+    _, still_kp, still = animator.render_with_deformation(src, frames[:1], motion)
+    np.testing.assert_allclose(still_kp[0], np.asarray(src.kp_source[0]), atol=1e-5)
+    still = np.broadcast_to(still, (len(times), *still.shape[1:]))
+    identity = np.asarray(mm.identity_motion_error(src_lm, drv_lm))
+    no_motion = np.asarray(mm.landmark_transfer_error(still, src_lm, drv_lm, size))
+    np.testing.assert_allclose(no_motion, identity, atol=1e-3)
+    model = np.asarray(mm.landmark_transfer_error(field, src_lm, drv_lm, size))
+    assert np.isfinite(model).all() and np.abs(model[1:] - identity[1:]).max() > 1e-3
+    grid = np.asarray(make_coordinate_grid_3d(*field.shape[1:4]))
+    true = np.repeat(grid[None], len(times), axis=0)
+    for b in range(1, len(times)):
+        src_g, drv_g = (np.asarray(mm.pixels_to_grid(p, size), np.float64)
+                        for p in (src_lm[b], drv_lm[b]))
+        xy = RBFInterpolator(drv_g, src_g, kernel="thin_plate_spline")(
+            grid[..., :2].reshape(-1, 2))
+        true[b, ..., :2] = xy.reshape(*field.shape[1:4], 2)
+    perfect = np.asarray(mm.landmark_transfer_error(true, src_lm, drv_lm, size))
+    # an 8x8 field (32 px images) cannot follow the motion between its nodes exactly
+    assert (perfect < 0.25).all() and perfect.mean() < 0.1 * identity.mean()
+    print(f"landmark error px (frames {times[1:]}): random-init model "
+          f"{np.round(model[1:], 3)}, identity {np.round(identity[1:], 3)}, "
+          f"no-motion {np.round(no_motion[1:], 3)}, true motion {np.round(perfect[1:], 3)}")
