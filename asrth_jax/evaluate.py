@@ -157,7 +157,7 @@ def open_eval_data(data_config: Any, batch_size: int) -> tuple[Any, list[str], A
         raise EvaluateError(str(err)) from None
     if not names:
         raise EvaluateError("the test split has no videos; check --data")
-    truth = videos if hasattr(videos, "landmarks") and hasattr(videos, "head_masks") else None
+    truth = videos if motion_metrics.has_ground_truth(videos) else None
     return ds, names, truth
 
 
@@ -204,19 +204,16 @@ class _Cases:
         return np.concatenate(rows, axis=0) if rows else None
 
 
-def _motion_scores(truth: Any, video: int, frame_index: np.ndarray, fields: tuple,
-                   images: tuple, target: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Motion metrics of one video's rows from the synthetic ground truth.
+def _motion_scores(gt: dict[str, np.ndarray], fields: tuple, images: tuple,
+                   target: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Motion metrics of n rows from their ground truth (`motion_metrics.ground_truth`).
 
-    `frame_index` (n, 2) source/driving frames; `fields` the model's and no-motion's
-    deformations; `images` (model, copy-source, no-motion) predictions. Copy-source
-    moves nothing: its landmark error is the identity-motion error. Returns
-    {prefix: {metric: (n,)}} and where the model sends the driving landmarks (n, L, 2).
+    `fields` the model's and no-motion's deformations; `images` (model, copy-source,
+    no-motion) predictions. Copy-source moves nothing: its landmark error is the
+    identity-motion error. Returns {prefix: {metric: (n,)}} and where the model sends
+    the driving landmarks (n, L, 2).
     """
-    src_lm = truth.landmarks(video, frame_index[:, 0])
-    drv_lm = truth.landmarks(video, frame_index[:, 1])
-    src_mask = truth.head_masks(video, frame_index[:, 0])
-    drv_mask = truth.head_masks(video, frame_index[:, 1])
+    src_lm, drv_lm, src_mask, drv_mask = (gt[k] for k in motion_metrics.TRUTH_KEYS)
     size = target.shape[1:3]
     sent = np.asarray(motion_metrics.transferred_landmarks(fields[0], drv_lm, size))
     errors = (np.linalg.norm(sent - src_lm, axis=-1).mean(-1),
@@ -297,12 +294,12 @@ def evaluate(animator: Any, data: tuple, *, cases: int = 3,
             if truth is not None:
                 still_field = np.broadcast_to(state["still_field"],
                                               (len(rows), *state["still_field"].shape[1:]))
-                frame_index = np.asarray(batch["frame_index"])[rows]
-                motion, sent = _motion_scores(truth, int(v), frame_index, (field, still_field),
-                                              (pred, copy, still), target)
+                gt = motion_metrics.ground_truth(truth, vids[rows],
+                                                 np.asarray(batch["frame_index"])[rows])
+                motion, sent = _motion_scores(gt, (field, still_field), (pred, copy, still),
+                                              target)
                 for prefix, values in motion.items():
                     scored[prefix].update(values)
-                src_lm = truth.landmarks(int(v), frame_index[:, 0])
             model_vals = scored[""]
             for prefix, values in scored.items():
                 for name in metric_names:
@@ -316,7 +313,7 @@ def evaluate(animator: Any, data: tuple, *, cases: int = 3,
                 tiles = (state["source"], batch["driving"][row], pred[i])
                 if truth is not None:  # where the model sends the true landmarks
                     tiles += (motion_metrics.draw_landmark_transfer(
-                        state["clean"], src_lm[i], sent[i]),)
+                        state["clean"], gt["source_landmarks"][i], sent[i]),)
                 kept.add(float(model_vals[sheet_metric][i]), label, tiles)
     seconds = time.perf_counter() - t0
 

@@ -34,6 +34,8 @@ jitted periodic evaluation and on the host in `python -m asrth_jax.evaluate`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,6 +43,29 @@ import numpy as np
 # Names as reported beside l1/psnr/ssim (lower is better for both).
 MOTION_METRICS = ("landmark_error", "moving_l1")
 HIGHER_IS_BETTER = {"landmark_error": False, "moving_l1": False}
+# Batch keys of the ground truth (`ground_truth`), beside the images.
+TRUTH_KEYS = ("source_landmarks", "driving_landmarks", "source_head_mask",
+              "driving_head_mask")
+
+
+def has_ground_truth(videos: Any) -> bool:
+    """Whether a video collection knows its frames' landmarks and head masks (the
+    synthetic renderer's `SyntheticVideos` does; real clips do not)."""
+    return hasattr(videos, "landmarks") and hasattr(videos, "head_masks")
+
+
+def ground_truth(videos: Any, video_index: np.ndarray, frame_index: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """`TRUTH_KEYS` arrays for a batch of (source, driving) pairs: (B,) video indices and
+    (B, 2) frame indices -> (B, L, 2) float32 landmark pixels and (B, H, W) bool masks."""
+    out: dict[str, list] = {key: [] for key in TRUTH_KEYS}
+    for video, (src, drv) in zip(np.asarray(video_index), np.asarray(frame_index),
+                                 strict=True):
+        lms = videos.landmarks(int(video), [int(src), int(drv)])
+        masks = videos.head_masks(int(video), [int(src), int(drv)])
+        for key, value in zip(TRUTH_KEYS, (lms[0], lms[1], masks[0], masks[1]), strict=True):
+            out[key].append(value)
+    return {key: np.stack(values) for key, values in out.items()}
 
 
 def _size_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:

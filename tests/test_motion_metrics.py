@@ -187,3 +187,15 @@ def test_model_deformation_identity_random_and_true_motion():
     print(f"landmark error px (frames {times[1:]}): random-init model "
           f"{np.round(model[1:], 3)}, identity {np.round(identity[1:], 3)}, "
           f"no-motion {np.round(no_motion[1:], 3)}, true motion {np.round(perfect[1:], 3)}")
+
+
+def test_ground_truth_of_a_batch_of_pairs():
+    videos = synthetic.SyntheticVideos(synthetic.identity_seeds("test", 2), 16, 32)
+    gt = mm.ground_truth(videos, np.array([1, 0]), np.array([[0, 5], [0, 11]]))
+    assert set(gt) == set(mm.TRUTH_KEYS) and mm.has_ground_truth(videos)
+    np.testing.assert_array_equal(gt["driving_landmarks"][0], videos.landmarks(1, [5])[0])
+    np.testing.assert_array_equal(gt["source_landmarks"][1], videos.landmarks(0, [0])[0])
+    np.testing.assert_array_equal(gt["driving_head_mask"][1], videos.head_masks(0, [11])[0])
+    assert gt["source_head_mask"].shape == (2, 32, 32) and gt["source_head_mask"].dtype == bool
+    assert gt["driving_landmarks"].shape == (2, len(synthetic.LANDMARK_NAMES), 2)
+    assert not mm.has_ground_truth(object())
