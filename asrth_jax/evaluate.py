@@ -216,7 +216,7 @@ def _motion_scores(gt: dict[str, np.ndarray], fields: tuple, images: tuple,
     src_lm, drv_lm, src_mask, drv_mask = (gt[k] for k in motion_metrics.TRUTH_KEYS)
     size = target.shape[1:3]
     sent = np.asarray(motion_metrics.transferred_landmarks(fields[0], drv_lm, size))
-    errors = (np.linalg.norm(sent - src_lm, axis=-1).mean(-1),
+    errors = (np.asarray(motion_metrics.landmark_distance(sent, src_lm)),
               np.asarray(motion_metrics.identity_motion_error(src_lm, drv_lm)),
               np.asarray(motion_metrics.landmark_transfer_error(fields[1], src_lm, drv_lm,
                                                                 size)))

@@ -123,17 +123,18 @@ def landmark_transfer_error(deformation: jax.Array, source_landmarks: jax.Array,
     """(B,) mean over landmarks of the pixel distance between where the deformation sends
     each true driving landmark and the true source landmark."""
     sent = transferred_landmarks(deformation, driving_landmarks, image_size)
-    return _mean_distance(sent, source_landmarks)
+    return landmark_distance(sent, source_landmarks)
 
 
 def identity_motion_error(source_landmarks: jax.Array, driving_landmarks: jax.Array
                           ) -> jax.Array:
     """(B,) mean |driving - source| landmark distance in pixels: the transfer error of
     no motion at all (the floor a model must beat)."""
-    return _mean_distance(driving_landmarks, source_landmarks)
+    return landmark_distance(driving_landmarks, source_landmarks)
 
 
-def _mean_distance(a: jax.Array, b: jax.Array) -> jax.Array:
+def landmark_distance(a: jax.Array, b: jax.Array) -> jax.Array:
+    """(B,) mean over landmarks of the pixel distance between (B, L, 2) point sets."""
     diff = jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32)
     return jnp.sqrt(jnp.square(diff).sum(-1)).mean(-1)
 
@@ -161,9 +162,9 @@ def moving_l1(images: jax.Array, target: jax.Array, source_mask: jax.Array,
 
 def draw_landmark_transfer(image: np.ndarray, source_landmarks: np.ndarray,
                            sent_landmarks: np.ndarray) -> np.ndarray:
-    """Float (H, W, 3) copy of the SOURCE `image` with its true landmarks (green), where
-    the model sends the true driving landmarks (red) and a line joining each pair: short
-    lines are a motion that follows the driver."""
+    """Float (H, W, 3) copy of the SOURCE `image` with its true landmarks (green dots),
+    where the model sends the true driving landmarks (red rings) and a line joining each
+    pair: a green dot inside its red ring is a landmark the motion follows exactly."""
     import cv2
 
     image = np.asarray(image)
@@ -181,5 +182,6 @@ def draw_landmark_transfer(image: np.ndarray, source_landmarks: np.ndarray,
                           strict=True):
         cv2.line(canvas, pt(true), pt(sent), (1.0, 1.0, 0.2), 1, cv2.LINE_AA, shift)
         cv2.circle(canvas, pt(true), radius << shift, (0.1, 1.0, 0.1), -1, cv2.LINE_AA, shift)
-        cv2.circle(canvas, pt(sent), radius << shift, (1.0, 0.1, 0.1), -1, cv2.LINE_AA, shift)
+        cv2.circle(canvas, pt(sent), (radius + 1) << shift, (1.0, 0.1, 0.1), 1, cv2.LINE_AA,
+                   shift)
     return canvas

@@ -138,7 +138,11 @@ def test_draw_landmark_transfer_marks_true_and_sent_points():
     assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.float32
     np.testing.assert_allclose(out[30, 5], 128 / 255.0)  # untouched pixels
     assert out[10, 10, 1] > 0.8 and out[10, 10, 0] < 0.5  # green: true source landmark
-    assert out[12, 20, 0] > 0.8 and out[12, 20, 1] < 0.5  # red: where the driver was sent
+    ring = out[8:17, 16:25]  # red ring around where the driving landmark was sent
+    assert ((ring[..., 0] > 0.8) & (ring[..., 1] < 0.5)).sum() >= 4
+    # a landmark sent exactly onto its true position: green dot inside a red ring
+    spot = out[46:55, 36:45]
+    assert out[50, 40, 1] > 0.8 and ((spot[..., 0] > 0.8) & (spot[..., 1] < 0.5)).any()
     assert out[11, 15].sum() != pytest.approx(3 * 128 / 255.0)  # the line joins them
 
 
