@@ -56,7 +56,9 @@ def _merge(cfg: ml_collections.ConfigDict, overrides: dict) -> None:
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """All knobs with the reference's training numbers (batch 4 per device at 512)."""
+    """All knobs with the reference's training recipe (its teachers, optimiser and
+    losses). The dataset-sized numbers (epochs, repeats, batch) live in the configs;
+    every config states its training length (`train.num_epochs` or `train.num_steps`)."""
     from data_pipelines.config import default_data_config
 
     c = ml_collections.ConfigDict()
@@ -67,7 +69,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.global_batch_size = 4
-    c.train.num_steps = 1_000_000
+    # Exactly one of the two: epochs of the training set (the reference counts in
+    # epochs; the step count follows when the dataset is opened, see
+    # `asrth_jax/schedule.py`) or a fixed number of steps (demo, tests).
+    c.train.num_epochs = 0
+    c.train.num_steps = 0
     c.train.compute_dtype = "float32"  # or "bfloat16"; parameters stay float32
     c.train.remat = False
     c.train.gan_mode = "hinge"  # or "ls"
@@ -77,14 +83,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.lr = 2e-4
     c.optim.b1 = 0.5
     c.optim.b2 = 0.999
-    c.optim.decay_milestones = (200_000,)  # steps; x0.1 at each
+    # x`decay_factor` at each milestone, in epochs (the reference's epoch_milestones)
+    # or in steps; at most one of the two.
+    c.optim.decay_epochs = ()
+    c.optim.decay_milestones = ()  # steps
     c.optim.decay_factor = 0.1
 
     c.loss = ml_collections.ConfigDict()
     c.loss.perceptual = (10.0, 10.0, 10.0, 10.0, 10.0)
     c.loss.perceptual_scales = (1.0, 0.5, 0.25, 0.125)
-    c.loss.perceptual_network = "lpips_vgg16"  # or "vgg19" (needs converted weights)
-    c.loss.vgg19_weights = ""
+    # The reference's ImageNet VGG19 (relu1_1..relu5_1); "lpips_vgg16" is a substitute
+    # with bundled weights. Training stops at start if the VGG19 file is missing.
+    c.loss.perceptual_network = "vgg19"
+    c.loss.vgg19_weights = ""  # python -m asrth_jax.convert --vgg19 FILE --out DIR
     c.loss.generator_gan = 1.0
     c.loss.discriminator_gan = 1.0
     c.loss.feature_matching = (10.0, 10.0, 10.0, 10.0)
@@ -93,11 +104,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.keypoint_margin = 0.1
     c.loss.keypoint_depth = 0.33
     c.loss.headpose = 20.0
-    c.loss.hopenet_weights = ""  # converted HopeNet; without it the weight is forced to 0
+    # python -m asrth_jax.convert --hopenet FILE --out DIR; training with the "hopenet"
+    # teacher and a head-pose weight stops at start without it.
+    c.loss.hopenet_weights = ""
     # Who teaches the head-pose estimator: "hopenet" (the reference: a pretrained HopeNet
     # on the driving frame) or "data" (the dataset's true pose, e.g. synthetic heads).
     c.loss.headpose_teacher = "hopenet"
     c.loss.expression = 5.0
+    # The reference adds an L1 reconstruction term whose weight its released config
+    # does not give; 0 keeps the released recipe.
     c.loss.reconstruction_l1 = 0.0
     c.loss.sigma_affine = 0.05
     c.loss.sigma_tps = 0.005
@@ -141,20 +156,106 @@ def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+class ConfigError(ValueError):
+    """A config file or value that cannot be used; the message is one line."""
+
+
+def check_config_file(path: str) -> None:
+    """A config path must be an existing `.py` file defining `get_config` (read, not run)."""
+    import ast
+    import os
+
+    if not os.path.exists(path):
+        raise ConfigError(f"config file {path} does not exist (try configs/vox.py)")
+    if not os.path.isfile(path) or not path.endswith(".py"):
+        raise ConfigError(f"config {path} is not a .py file; pass a config such as "
+                          "configs/vox.py")
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (SyntaxError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"config file {path} is not valid Python: {exc}") from None
+    defined = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, ast.Assign):
+            defined.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    if "get_config" not in defined:
+        raise ConfigError(f"config file {path} defines no get_config(); see configs/vox.py")
+
+
 def load_config_file(path: str) -> ml_collections.ConfigDict:
     """Runs a config file's `get_config()`; a missing or broken file is one clear error."""
     import importlib.util
-    import os
 
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: config file {path} does not exist (try configs/vox.py)")
+    try:
+        check_config_file(path)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
     spec = importlib.util.spec_from_file_location("_asrth_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise SystemExit(f"error: config file {path} defines no get_config()")
     try:
         return module.get_config()
     except (AttributeError, KeyError) as exc:  # a misspelt key in a locked ConfigDict
         message = " ".join(str(exc).replace("\\n", " ").split())
         raise SystemExit(f"error: config file {path}: unknown key {message}") from None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _tuple_problems(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict,
+                    prefix: str = "config."):
+    """Tuple-valued knobs must hold what their defaults hold (a command-line override
+    such as `--config.optim.decay_milestones=abc` arrives as a string)."""
+    for key, default in defaults.items():
+        if key not in config:
+            continue
+        value, name = config[key], f"{prefix}{key}"
+        if isinstance(default, ml_collections.ConfigDict):
+            if isinstance(value, ml_collections.ConfigDict):
+                yield from _tuple_problems(value, default, name + ".")
+        elif isinstance(default, tuple) and default:
+            numeric = all(_is_number(d) for d in default)
+            element = type(default[0])
+            fits = [_is_number(v) if numeric else isinstance(v, element)
+                    for v in (value if isinstance(value, (tuple, list)) else [])]
+            if not isinstance(value, (tuple, list)) or not all(fits):
+                what = "numbers" if numeric else f"{type(default[0]).__name__}s"
+                yield f"{name} must be a tuple of {what} such as {default}, got {value!r}"
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks a training config before anything is created; ConfigError names the
+    first bad value and what it should be."""
+    problems = list(_tuple_problems(config, base_config()))
+    at_least = {"image_size": 1, "train.global_batch_size": 1, "train.num_steps": 1,
+                "checkpoint.every_steps": 1, "checkpoint.keep": 1,
+                "log.scalars_every_steps": 1, "log.images_every_steps": 1,
+                "log.profile_steps": 0, "eval.every_steps": 0}
+    for name, low in at_least.items():
+        section, _, key = name.rpartition(".")
+        value = (config[section] if section else config)[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            problems.append(f"config.{name} must be an integer >= {low}, got {value!r}")
+    for name in ("lr", "decay_factor"):
+        if not _is_number(config.optim[name]) or config.optim[name] <= 0:
+            problems.append(f"config.optim.{name} must be a positive number, got "
+                            f"{config.optim[name]!r}")
+    milestones = config.optim.decay_milestones
+    if not problems and not all(isinstance(m, int) and m > 0 for m in milestones):
+        problems.append("config.optim.decay_milestones must be positive step numbers, got "
+                        f"{milestones!r}")
+    for name, allowed in (("compute_dtype", ("float32", "bfloat16")),
+                          ("gan_mode", ("hinge", "ls"))):
+        if config.train[name] not in allowed:
+            problems.append(f"config.train.{name} must be one of {allowed}, got "
+                            f"{config.train[name]!r}")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)

@@ -356,7 +356,7 @@ def load_generator_side(config: ml_collections.ConfigDict, *, checkpoint: str | 
     expected = _shapes(nnx.to_pure_dict(nnx.state(model)))
     try:
         checkpoints.restore_models(checkpoint, model)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, checkpoints.CheckpointError) as exc:
         raise ModelLoadError(str(exc)) from None
     except (KeyError, ValueError, TypeError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]

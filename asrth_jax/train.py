@@ -143,10 +143,12 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=config.checkpoint.keep, enable_async_checkpointing=True,
             save_interval_steps=1)
+        self.workdir = workdir
+        self.directory = (os.path.join(workdir, "checkpoints") if "://" in workdir
+                          else os.path.abspath(os.path.join(workdir, "checkpoints")))
         self.manager = ocp.CheckpointManager(
-            os.path.join(workdir, "checkpoints") if "://" in workdir
-            else os.path.abspath(os.path.join(workdir, "checkpoints")),
-            item_names=("models", "optimizer", "meta", "data"), options=options)
+            self.directory, item_names=("models", "optimizer", "meta", "data"),
+            options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -171,9 +173,66 @@ class Checkpointer:
         return self.trainer.items_to_state(
             {k: restored[k] for k in ("models", "optimizer", "meta")})
 
+    def restore_newest_intact(self) -> tuple[int | None, Any]:
+        """(step, state) of the newest step that restores; (None, None) when none is
+        saved. Newer damaged steps are logged and renamed `<step>.damaged` (kept for the
+        user, out of the way of the saves that will reach their step numbers again)."""
+        from asrth_jax import checkpoints
+
+        expected = self.trainer.abstract_items()["models"]
+        damaged: list[tuple[int, str]] = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            state, reason = None, None
+            try:
+                checkpoints.check_same_model(self.directory, step, expected)
+                state = self.restore(step)
+            except checkpoints.ModelMismatchError as exc:
+                raise StopTraining(
+                    f"--workdir {self.workdir} holds checkpoints of another model (step "
+                    f"{step}: {exc.details}); resume with the config it was trained with, or "
+                    "pass a new --workdir") from None
+            except Exception as exc:  # noqa: BLE001 - Orbax/TensorStore raise many types
+                reason = (exc.reason if isinstance(exc, checkpoints.DamagedCheckpointError)
+                          else checkpoints.first_line(exc))
+            if _any_process(reason is not None):  # every process resumes the same step
+                damaged.append((step, reason or "unreadable on another process"))
+                continue
+            self._set_aside(damaged, step)
+            return step, state
+        if damaged:
+            raise StopTraining(
+                f"every checkpoint in {self.directory} is damaged ("
+                + "; ".join(f"step {s}: {r}" for s, r in damaged)
+                + "); nothing was deleted: move the folder aside to start afresh")
+        return None, None
+
+    def _set_aside(self, damaged: list[tuple[int, str]], resumed: int) -> None:
+        from asrth_jax import checkpoints, sharding
+
+        if not damaged:
+            return
+        for step, reason in damaged:
+            kept = os.path.join(self.directory, f"{step}.damaged")
+            if jax.process_index() == 0:
+                kept = checkpoints.set_aside(self.directory, step)
+            logging.warning("checkpoint step %d in %s is damaged (%s); kept it as %s and "
+                            "resuming from step %d", step, self.directory, reason, kept,
+                            resumed)
+        sharding.process_barrier("damaged_checkpoints_set_aside")
+        self.manager.reload()
+
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _any_process(flag: bool) -> bool:
+    """`flag` on any process (all processes get the same answer)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
 
 
 def all_finite(metrics: dict[str, float]) -> bool:
@@ -182,39 +241,63 @@ def all_finite(metrics: dict[str, float]) -> bool:
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     """Runs (or resumes) training; returns the last logged scalars."""
-    from clu import metric_writers, parameter_overview, periodic_actions
-
-    from asrth_jax import sharding
+    from asrth_jax import config_lib, sharding
+    from asrth_jax import workdir as workdir_lib
     from asrth_jax.models.generator import check_num_down_blocks
-    from asrth_jax.train_step import Trainer, check_headpose_teacher, lr_schedule
+    from asrth_jax.schedule import check_training_length
+    from asrth_jax.train_step import check_teachers
     from data_pipelines.degradation import validate_config as check_degradation
-    from data_pipelines.pipeline import make_train_loader
 
-    mesh = sharding.make_mesh(config.mesh)
+    # Everything checkable is checked before anything is created.
     try:
+        config_lib.validate(config)
+        mesh = sharding.make_mesh(config.mesh)
         sharding.check_batch_divides(config.train.global_batch_size, mesh)
         check_num_down_blocks(config.model.generator.num_down_blocks)
-        check_headpose_teacher(config.loss, config.data.kind)
+        check_teachers(config.loss, config.data.kind)
+        check_training_length(config)
         sharding.check_deterministic_reductions(config.mesh)
         check_degradation(config.data.degradation)
-    except ValueError as exc:
+        workdir_lib.check_workdir(workdir)
+    except (ValueError, workdir_lib.WorkdirError) as exc:
         raise StopTraining(str(exc)) from None
+    # One trainer per workdir: each process of a run holds the lock of its index.
+    try:
+        with workdir_lib.exclusive(workdir, jax.process_index()):
+            return _train(config, workdir, mesh)
+    except workdir_lib.WorkdirError as exc:
+        raise StopTraining(str(exc)) from None
+
+
+def _train(config, workdir: str, mesh) -> dict[str, Any]:
+    from clu import metric_writers, parameter_overview, periodic_actions
+
+    from asrth_jax import memory_fit
+    from asrth_jax.schedule import resolve_epochs
+    from asrth_jax.train_step import Trainer, lr_schedule
+    from data_pipelines.pipeline import make_pair_source, make_train_loader
+
     is_chief = jax.process_index() == 0
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
 
+    # Epoch-counted lengths and milestones become steps once the dataset is open.
+    source = make_pair_source(config.data, "train", config.seed)
+    try:
+        config = resolve_epochs(config, len(source))
+    except ValueError as exc:
+        raise StopTraining(str(exc)) from None
     data_iterator = make_train_loader(
         config.data, seed=config.seed, global_batch_size=config.train.global_batch_size,
-        shard_index=jax.process_index(), shard_count=jax.process_count())
+        shard_index=jax.process_index(), shard_count=jax.process_count(), source=source)
     trainer = Trainer(config, mesh)
     schedule = lr_schedule(config.optim)
     logging.info("perceptual network: %s; head-pose loss weight: %s (teacher: %s)",
                  config.loss.perceptual_network, trainer.headpose_weight,
                  config.loss.headpose_teacher)
     checkpointer = Checkpointer(workdir, config, trainer, data_iterator)
-    latest = checkpointer.latest_step()
+    latest, state = checkpointer.restore_newest_intact()
     if latest is not None:
         logging.info("resuming from %s at step %d", workdir, latest)
-        state = checkpointer.restore(latest)
     else:
         state = trainer.init_state(config.seed)
         if is_chief:
@@ -250,6 +333,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             batch = trainer.shard_batch(local)
             train_step = trainer.compiled("train", trainer.train_step, state, batch,
                                           trainer.frozen_state)
+            if step == start_step:  # compiled, nothing run: refuse a step that cannot fit
+                try:
+                    memory_fit.check_step_fits(train_step, config)
+                except memory_fit.StepTooLarge as exc:
+                    raise StopTraining(str(exc)) from None
             state, metrics = train_step(state, batch, trainer.frozen_state)
             step += 1
             pending.append(metrics)
@@ -337,7 +425,19 @@ def main(argv) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing with a one-line error (misspelt config key, bad value)."""
+    """absl flag parsing with a one-line error (misspelt config key, bad value, a
+    config path that is missing, not a .py file or without get_config)."""
+    from asrth_jax import config_lib
+
+    for index, arg in enumerate(argv):
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else (
+            argv[index + 1] if arg == "--config" and index + 1 < len(argv) else None)
+        if path is not None:
+            try:
+                config_lib.check_config_file(path)
+            except config_lib.ConfigError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                sys.exit(2)
     try:
         return FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as exc:

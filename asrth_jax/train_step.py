@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 from typing import Any
 
 import jax
@@ -66,6 +67,7 @@ class FrozenNetworks:
     def from_config(cls, loss: ml_collections.ConfigDict) -> FrozenNetworks:
         from asrth_jax.models.vgg import make_perceptual_network
 
+        check_teacher_files(loss)
         perceptual = make_perceptual_network(loss.perceptual_network, loss.vgg19_weights or None)
         hopenet = None
         if loss.hopenet_weights:
@@ -87,13 +89,54 @@ def check_headpose_teacher(loss: ml_collections.ConfigDict, data_kind: str) -> N
                          f"with config.loss.hopenet_weights")
 
 
+def _missing(path: str) -> str | None:
+    """Why a teacher file cannot be read, or None."""
+    if not path:
+        return "is empty"
+    if not os.path.isfile(path):
+        return f"names {path}, which does not exist"
+    return None
+
+
+def check_teacher_files(loss: ml_collections.ConfigDict) -> None:
+    """One-line ValueError when the recipe needs a pretrained teacher whose file is not
+    there (before any data or compile): the convert command that makes it, or the
+    override that trains without it. Nothing is dropped silently."""
+    problems = []
+    if loss.perceptual_network == "vgg19" and (why := _missing(loss.vgg19_weights)):
+        problems.append(
+            f"config.loss.perceptual_network='vgg19' needs config.loss.vgg19_weights, which "
+            f"{why}: make it with `python -m asrth_jax.convert --vgg19 FILE --out DIR` and "
+            "pass --config.loss.vgg19_weights=DIR/vgg19.npz, or train with the substitute "
+            "--config.loss.perceptual_network=lpips_vgg16")
+    if loss.headpose and loss.headpose_teacher == "hopenet" and \
+            (why := _missing(loss.hopenet_weights)):
+        problems.append(
+            f"config.loss.headpose={loss.headpose} with the HopeNet teacher needs "
+            f"config.loss.hopenet_weights, which {why}: make it with `python -m "
+            "asrth_jax.convert --hopenet FILE --out DIR` and pass "
+            "--config.loss.hopenet_weights=DIR/hopenet.npz, or train without it: "
+            "--config.loss.headpose=0")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def check_teachers(loss: ml_collections.ConfigDict, data_kind: str) -> None:
+    """Every teacher the loss config names is known, available for this data, and its
+    weights file exists (one-line ValueError otherwise)."""
+    check_headpose_teacher(loss, data_kind)
+    check_teacher_files(loss)
+
+
 def headpose_weight(loss: ml_collections.ConfigDict, has_teacher: bool) -> float:
-    """The head-pose loss needs a teacher (HopeNet or true poses): without one it is 0."""
+    """The head-pose loss needs a teacher (HopeNet or true poses). Training refuses to
+    start without it (`check_teacher_files`); a caller that builds its own frozen
+    networks without HopeNet (the benchmark's random trunks) gets 0 and a warning."""
     if loss.headpose_teacher == "data":
         return float(loss.headpose)
     if loss.headpose and not has_teacher:
-        logging.warning("no HopeNet weights (config.loss.hopenet_weights): head-pose loss "
-                        "weight %s forced to 0", loss.headpose)
+        logging.warning("no HopeNet teacher was given: head-pose loss weight %s is 0 in "
+                        "this trainer", loss.headpose)
         return 0.0
     return float(loss.headpose)
 
@@ -249,8 +292,9 @@ class Trainer:
         gen_rest, disc_params, disc_rest = _at_this_trace((gen_rest, disc_params, disc_rest))
         gen = nnx.merge(self.gen_def, gen_params, gen_rest)
         disc = nnx.merge(self.disc_def, disc_params, disc_rest)
-        # The generator pass reads the discriminator without advancing its power iteration.
-        disc.eval()
+        # As in the reference, the discriminator is in train mode here too: each of its
+        # two calls below advances the spectral-norm power iteration (4 per step in all).
+        disc.train()
         gen.train()
         source = batch["source"].astype(jnp.float32)
         driving = batch["driving"].astype(jnp.float32)
@@ -306,7 +350,8 @@ class Trainer:
 
         total = sum(terms.values())
         new_rest = nnx.state(gen, nnx.Not(nnx.Param))
-        return total, (terms, new_rest, prediction)
+        new_disc_rest = nnx.state(disc, nnx.Not(nnx.Param))
+        return total, (terms, new_rest, new_disc_rest, prediction)
 
     def _equivariance_transforms(self, key, local_batch: int, batch_shards: int):
         """Random warps drawn for the global batch, then this shard's rows: each example
@@ -326,8 +371,10 @@ class Trainer:
         disc_rest = _at_this_trace(disc_rest)
         disc = nnx.merge(self.disc_def, disc_params, disc_rest)
         disc.train()
-        real = disc(driving)
+        # The reference's order: the fake batch first, then the real one (the power
+        # iteration runs once per call, so the order changes the normalised weights).
         fake = disc(jax.lax.stop_gradient(prediction))
+        real = disc(driving)
         loss = self.config.loss.discriminator_gan * losses.discriminator_gan_loss(
             real["prediction_maps"], fake["prediction_maps"], self.config.train.gan_mode)
         return loss, nnx.state(disc, nnx.Not(nnx.Param))
@@ -350,7 +397,7 @@ class Trainer:
         rng, key = jax.random.split(state["rng"])
         grad_fn = jax.value_and_grad(
             functools.partial(self._generator_losses, batch_shards=batch_shards), has_aux=True)
-        (gen_loss, (terms, gen_rest, prediction)), gen_grads = grad_fn(
+        (gen_loss, (terms, gen_rest, disc_rest, prediction)), gen_grads = grad_fn(
             state["gen_params"], state["gen_rest"], state["disc_params"], state["disc_rest"],
             batch, frozen, key)
         if per_device:
@@ -361,12 +408,12 @@ class Trainer:
         metrics = dict(terms)
         metrics["generator_total"] = gen_loss
         metrics["generator_grad_norm"] = optax.global_norm(gen_grads)
-        disc_params, disc_rest, disc_opt = (state["disc_params"], state["disc_rest"],
-                                            state["disc_opt"])
+        disc_params, disc_opt = state["disc_params"], state["disc_opt"]
         if self.config.loss.generator_gan:
+            # From the spectral vectors the generator pass advanced.
             (disc_loss, disc_rest), disc_grads = jax.value_and_grad(
                 self._discriminator_loss, has_aux=True)(
-                    state["disc_params"], state["disc_rest"],
+                    state["disc_params"], disc_rest,
                     batch["driving"].astype(jnp.float32), prediction)
             if per_device:
                 disc_loss, disc_grads = self._mean_over_devices((disc_loss, disc_grads))

@@ -45,6 +45,11 @@ def get_config():
     c.loss.generator_gan = 0.0
     c.loss.reconstruction_l1 = 10.0
     c.loss.perceptual_scales = ()
+    # Substitutes for the reference's pretrained teachers, chosen here so the demo needs
+    # no weight files: the bundled LPIPS VGG16 trunk in place of VGG19 (unused while
+    # perceptual_scales is empty), and no head-pose term (the reference's HopeNet).
+    c.loss.perceptual_network = "lpips_vgg16"
+    c.loss.headpose = 0.0
     c.checkpoint.every_steps = 80
     c.eval.every_steps = 80
     c.eval.num_videos = 8

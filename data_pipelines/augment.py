@@ -3,7 +3,8 @@
 Both frames of a pair get the same horizontal flip and the same colour jitter
 (FOMM's AllAugmentationTransform applies them per video), so the model cannot
 learn colour or mirror changes as "motion". Time flip swaps source and driving,
-which doubles the motion directions seen.
+which doubles the motion directions seen; only a pair that was not time-flipped
+may be mirrored (the reference's RandomFlip).
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ class AugmentPair(grain.transforms.RandomMap):
             poses = poses[::-1]
             if frame_index is not None:
                 frame_index = frame_index[::-1].copy()
-        if c.flip and rng.uniform() < 0.5:
+        # The reference mirrors only pairs it did not time-flip (its RandomFlip returns
+        # early): with both on, 50% of pairs are time-flipped and 25% mirrored.
+        elif c.flip and rng.uniform() < 0.5:
             src, drv = src[:, ::-1], drv[:, ::-1]
             # A mirror image turns the head the other way: yaw and roll change sign.
             poses = [None if p is None else p * np.array([-1, 1, -1], np.float32)

@@ -25,8 +25,10 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.tfds_dir = ""  # --out of data_pipelines.prepare for kind tfds
     c.tfds_name = "talking_head_frames"
     c.image_size = 256
-    c.id_sampling = False  # VoxCeleb: draw an identity first, then one of its videos
-    c.num_repeats = 1  # passes over the videos per epoch (FOMM DatasetRepeater)
+    # The reference (HDTF and VoxCeleb configs): each epoch visits every identity
+    # `num_repeats` times and draws one of its videos (identity = name before '#').
+    c.id_sampling = False
+    c.num_repeats = 1  # visits of each identity (or video) per epoch (DatasetRepeater)
     c.max_frame_distance = 0  # 0: source/driving anywhere in the clip
     c.train_fraction = 0.8  # used when root has no train/test folders
     c.max_frames_per_video = 0  # 0: all frames (raw folders only; caps decoding cost)

@@ -173,15 +173,17 @@ def make_train_loader(
     shard_index: int = 0,
     shard_count: int = 1,
     num_epochs: int | None = None,
+    source: PairSource | None = None,
 ) -> grain.DatasetIterator:
-    """Iterator of this host's training batches (global_batch_size / shard_count each)."""
+    """Iterator of this host's training batches (global_batch_size / shard_count each);
+    `source` reuses an opened PairSource (the trainer counts its records first)."""
     if global_batch_size % shard_count:
         raise ValueError(f"global batch {global_batch_size} is not divisible by "
                          f"{shard_count} hosts")
     ds = make_train_dataset(config, seed=seed, shard_index=shard_index,
                             shard_count=shard_count,
                             per_host_batch_size=global_batch_size // shard_count,
-                            num_epochs=num_epochs)
+                            num_epochs=num_epochs, source=source)
     return to_iterator(ds, config)
 
 

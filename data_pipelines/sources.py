@@ -5,7 +5,8 @@ renderer) knows how many videos it has and reads chosen frames of one video.
 ``PairSource`` turns any collection into Grain's RandomAccessDataSource: record
 ``index`` picks a video (or, with ``id_sampling``, an identity first and then one
 of its videos, FOMM's rule that stops identities with many clips from dominating)
-and two frames of it. Every choice is drawn from a generator seeded by
+and two frames of it (drawn with replacement and sorted: the earlier one is the
+source, as in the reference). Every choice is drawn from a generator seeded by
 (seed, epoch, record) so any record can be re-read identically in any process.
 ``index`` may exceed ``len(source)``: ``epoch = index // len`` gives a fresh draw
 per epoch while ``len`` stays one epoch (``num_repeats`` passes over the videos,
@@ -87,17 +88,20 @@ class PairSource:
         group = self._groups[record % len(self._groups)]
         video = group[int(rng.integers(len(group)))]
         n = self.videos.num_frames(video)
-        if n < 2:
-            return video, 0, 0
-        src = int(rng.integers(n))
+        if n < 1:
+            raise ValueError(f"video {self.videos.name(video)!r} has no frames; remove it or "
+                             "re-run data_pipelines.prepare")
         if self.max_frame_distance:
+            # Our option, not the reference's: the second frame within d of the first.
+            first = int(rng.integers(n))
             d = self.max_frame_distance
-            lo, hi = max(0, src - d), min(n, src + d + 1)
-            drv = int(rng.integers(lo, hi - 1))
-            drv += drv >= src  # never the same frame
+            second = int(rng.integers(max(0, first - d), min(n, first + d + 1)))
+            pair = (first, second)
         else:
-            drv = int(rng.integers(n - 1))
-            drv += drv >= src
+            # The reference: two indices with replacement (the same frame is possible).
+            pair = rng.integers(n, size=2)
+        # Sorted, the earlier frame is the source; the time flip reverses half the pairs.
+        src, drv = sorted(int(i) for i in pair)
         return video, src, drv
 
     def __getitem__(self, index: int) -> dict[str, Any]:

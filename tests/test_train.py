@@ -155,7 +155,10 @@ def run_expecting_error(args: list[str], env: dict) -> str:
 
 def test_missing_dataset_names_path_and_prepare_command(tmp_path, jax_env):
     missing = tmp_path / "no_such_dataset"
+    # The teacher substitutes: a missing teacher file would be named before the data.
     line = run_expecting_error(train_command(tmp_path / "w", f"--config.data.tfds_dir={missing}",
+                                             "--config.loss.perceptual_network=lpips_vgg16",
+                                             "--config.loss.headpose=0",
                                              config=str(REPO / "configs" / "vox.py")), jax_env)
     assert str(missing) in line and "data_pipelines.prepare" in line
 

@@ -29,6 +29,7 @@ def get_config():
     c.train.global_batch_size = 8
     c.train.num_steps = 4
     c.loss.perceptual_scales = (1.0,)
+    c.loss.perceptual_network = "lpips_vgg16"  # bundled weights, no teacher file
     # The true synthetic pose teaches the head-pose estimator, so every sharding and
     # multi-process test also carries a per-example label beside the images.
     c.loss.headpose_teacher = "data"
