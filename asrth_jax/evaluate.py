@@ -12,9 +12,18 @@ number must beat, and no-motion (the model driven by its own source frame), whic
 model equals when it renders the source without following the driver.
 
 `--data` may be the `--out` of `python -m data_pipelines.prepare` (TFDS), a FOMM
-folder with `test/`, or a flat folder of clips (its held-out 20 %, as in training).
+folder with `test/`, a flat folder of clips (its held-out 20 %, as in training), or
+the word `synthetic`: the config's procedural test identities (`config.data.synthetic`).
 Writes `per_video.csv`, `summary.json` and `contact_sheet.png` (best and worst frames:
-source | driving | prediction) into `--out`.
+source | driving | prediction, and on synthetic data the landmark transfer drawn on the
+source) into `--out`.
+
+On synthetic data the renderer's ground truth adds two motion metrics that need no
+detector (`asrth_jax.motion_metrics`): `landmark_error`, pixels between where the
+predicted deformation sends each true driving landmark and the true source landmark
+(copy-source's column is the identity-motion error |driving - source|, which a model
+that does not move scores exactly), and `moving_l1`, the L1 on the union of the source
+and driving head masks (the background, the same in both frames, left out).
 
 AKD (`asrth_jax.akd`: face landmarks of driving vs generated frame, pixels at 256x256)
 is reported beside the image metrics, with the share of frames where a face was not
@@ -38,11 +47,17 @@ from typing import Any
 
 import numpy as np
 
-from asrth_jax import akd, cli_args, media, metrics
+from asrth_jax import akd, cli_args, media, metrics, motion_metrics
 
 PSNR_CAP_DB = 100.0  # identical frames (copy-source at t=0) would give +inf
 REFERENCE_PREFIXES = ("", "copy_", "no_motion_")  # model, copy-source, no-motion columns
 OUTPUT_FILES = ("per_video.csv", "summary.json", "contact_sheet.png")
+SYNTHETIC = "synthetic"  # --data value: the config's synthetic test identities
+HIGHER_IS_BETTER = {**metrics.HIGHER_IS_BETTER, **motion_metrics.HIGHER_IS_BETTER}
+MOTION_NOTE = ("landmark_error: pixels from where the deformation sends each true driving "
+               "landmark to the true source landmark (copy-source: the identity-motion "
+               "error |driving - source|); moving_l1: L1 on the union of the source and "
+               "driving head masks")
 
 
 class EvaluateError(ValueError):
@@ -57,7 +72,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     weights.add_argument("--torch-checkpoint", help="released AdaSR .pth.tar")
     p.add_argument("--config", required=True, help="config file, e.g. configs/vox.py")
     p.add_argument("--data", required=True,
-                   help="prepared TFDS dir, FOMM folder (test/) or folder of clips")
+                   help="prepared TFDS dir, FOMM folder (test/), folder of clips, or "
+                        "'synthetic' (the config's synthetic test identities, with motion "
+                        "metrics from their ground truth)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--baseline", default="copy-source", choices=("copy-source",),
                    help="baseline computed beside the model (always copy-source)")
@@ -83,14 +100,29 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def configure_data(data_config: Any, data_dir: str, *, max_videos: int, max_frames: int,
                    batch_size: int, degraded_source: bool) -> str:
-    """Points `config.data` at `data_dir` (kind tfds, vox or hdtf); returns the kind."""
+    """Points `config.data` at `data_dir` (kind tfds, vox or hdtf), or at the synthetic
+    test identities for `data_dir` == 'synthetic'; returns the kind."""
     from data_pipelines.config import set_reconstruction_eval
+
+    if data_dir == SYNTHETIC:
+        data_config.kind = SYNTHETIC
+    else:
+        data_config.kind = _folder_kind(data_config, Path(data_dir))
+    set_reconstruction_eval(data_config, max_videos=max_videos, max_frames=max_frames,
+                            degraded_source=degraded_source)
+    if batch_size:
+        data_config.eval.batch_size = batch_size
+    data_config.output_uint8 = True
+    return data_config.kind
+
+
+def _folder_kind(data_config: Any, root: Path) -> str:
+    """tfds, vox or hdtf for a --data folder; points `data_config` at it."""
     from data_pipelines.errors import DatasetNotFoundError
 
-    root = Path(data_dir)
     if not root.is_dir():
-        raise EvaluateError(f"--data {data_dir} is not a directory; give a prepared TFDS "
-                            "dir, a FOMM folder (test/) or a folder of clips")
+        raise EvaluateError(f"--data {root} is not a directory; give a prepared TFDS "
+                            "dir, a FOMM folder (test/), a folder of clips or 'synthetic'")
     kind = None
     try:
         from data_pipelines.tfds_builder import find_prepared
@@ -103,21 +135,17 @@ def configure_data(data_config: Any, data_dir: str, *, max_videos: int, max_fram
         pass
     if kind is None:
         kind = "vox" if (root / "test").is_dir() else "hdtf"
-    data_config.kind = kind
     if kind == "tfds":
         data_config.tfds_dir = str(root)
     else:
         data_config.root = str(root)
-    set_reconstruction_eval(data_config, max_videos=max_videos, max_frames=max_frames,
-                            degraded_source=degraded_source)
-    if batch_size:
-        data_config.eval.batch_size = batch_size
-    data_config.output_uint8 = True
     return kind
 
 
-def open_eval_data(data_config: Any, batch_size: int) -> tuple[Any, list[str]]:
-    """The batched test split and its video names; bad data fails here, before any model."""
+def open_eval_data(data_config: Any, batch_size: int) -> tuple[Any, list[str], Any]:
+    """The batched test split, its video names and its ground truth (the synthetic video
+    collection, which knows each frame's landmarks and head mask; None for real data).
+    Bad data fails here, before any model."""
     from data_pipelines.errors import DatasetNotFoundError
     from data_pipelines.pipeline import build_videos, make_eval_dataset
 
@@ -129,7 +157,8 @@ def open_eval_data(data_config: Any, batch_size: int) -> tuple[Any, list[str]]:
         raise EvaluateError(str(err)) from None
     if not names:
         raise EvaluateError("the test split has no videos; check --data")
-    return ds, names
+    truth = videos if motion_metrics.has_ground_truth(videos) else None
+    return ds, names, truth
 
 
 def _mean(values: list[float]) -> float:
@@ -142,7 +171,7 @@ class _Cases:
 
     def __init__(self, metric: str, k: int):
         self.metric, self.k = metric, k
-        self.sign = 1.0 if metrics.HIGHER_IS_BETTER[metric] else -1.0
+        self.sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
         self.best: list = []
         self.worst: list = []
         self.counter = 0
@@ -175,19 +204,45 @@ class _Cases:
         return np.concatenate(rows, axis=0) if rows else None
 
 
-def evaluate(animator: Any, data: tuple[Any, list[str]], *, cases: int = 3,
+def _motion_scores(gt: dict[str, np.ndarray], fields: tuple, images: tuple,
+                   target: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Motion metrics of n rows from their ground truth (`motion_metrics.ground_truth`).
+
+    `fields` the model's and no-motion's deformations; `images` (model, copy-source,
+    no-motion) predictions. Copy-source moves nothing: its landmark error is the
+    identity-motion error. Returns {prefix: {metric: (n,)}} and where the model sends
+    the driving landmarks (n, L, 2).
+    """
+    src_lm, drv_lm, src_mask, drv_mask = (gt[k] for k in motion_metrics.TRUTH_KEYS)
+    size = target.shape[1:3]
+    sent = np.asarray(motion_metrics.transferred_landmarks(fields[0], drv_lm, size))
+    errors = (np.asarray(motion_metrics.landmark_distance(sent, src_lm)),
+              np.asarray(motion_metrics.identity_motion_error(src_lm, drv_lm)),
+              np.asarray(motion_metrics.landmark_transfer_error(fields[1], src_lm, drv_lm,
+                                                                size)))
+    scores = {prefix: {"landmark_error": error, "moving_l1": np.asarray(
+        motion_metrics.moving_l1(image, target, src_mask, drv_mask))}
+        for prefix, error, image in zip(REFERENCE_PREFIXES, errors, images, strict=True)}
+    return scores, sent
+
+
+def evaluate(animator: Any, data: tuple, *, cases: int = 3,
              quiet: bool = False, degraded_source: bool = False,
              akd_unavailable: str | None = None) -> dict[str, Any]:
-    """Runs the protocol over `open_eval_data`'s (dataset, names); returns per-video rows,
-    summary and the contact sheet. AKD is computed unless `akd_unavailable` says why not."""
+    """Runs the protocol over `open_eval_data`'s (dataset, names[, ground truth]); returns
+    per-video rows, summary and the contact sheet. AKD is computed unless
+    `akd_unavailable` says why not; the motion metrics where there is ground truth."""
     from tqdm import tqdm
 
-    ds, names = data
+    ds, names, *rest = data
+    truth = rest[0] if rest else None
     unavailable = metrics.unavailable_metrics()
     if akd_unavailable is not None:
         unavailable["akd"] = akd_unavailable
     metric_names = [m for m in (*metrics.METRICS, "akd") if m not in unavailable]
-    image_metrics = tuple(m for m in metric_names if m != "akd")
+    if truth is not None:
+        metric_names += list(motion_metrics.MOTION_METRICS)
+    image_metrics = tuple(m for m in metric_names if m in metrics.METRICS)
     sheet_metric = "lpips" if "lpips" in metric_names else "l1"
     kept = _Cases(sheet_metric, cases)
     per_video: dict[int, dict[str, list[float]]] = {}
@@ -207,12 +262,21 @@ def evaluate(animator: Any, data: tuple[Any, list[str]], *, cases: int = 3,
                 state["motion"] = animator.prepare_motion(state["src"], relative=False)
                 # Driven by its own source frame the model renders with no motion: the
                 # frame a model that ignores the driver would show at every t.
-                state["still"] = animator.render(state["src"], source[None], state["motion"])
+                if truth is None:
+                    state["still"] = animator.render(state["src"], source[None],
+                                                     state["motion"])
+                else:  # one compiled renderer, which also returns the deformation
+                    state["still"], _, state["still_field"] = animator.render_with_deformation(
+                        state["src"], source[None], state["motion"])
                 if "akd" in metric_names:  # landmarks of the per-video references, once
                     state["kp_copy"] = akd.face_landmarks(source)
                     state["kp_still"] = akd.face_landmarks(state["still"][0])
             driving = batch["driving"][rows]
-            pred = animator.render(state["src"], driving, state["motion"])
+            if truth is None:
+                pred = animator.render(state["src"], driving, state["motion"])
+            else:
+                pred, _, field = animator.render_with_deformation(state["src"], driving,
+                                                                  state["motion"])
             target = driving.astype(np.float32) / 255.0
             copy = np.broadcast_to(state["source"].astype(np.float32) / 255.0, target.shape)
             still = np.broadcast_to(state["still"], target.shape)
@@ -227,6 +291,15 @@ def evaluate(animator: Any, data: tuple[Any, list[str]], *, cases: int = 3,
                                    ("copy_", [state["kp_copy"]] * n),
                                    ("no_motion_", [state["kp_still"]] * n)):
                     scored[prefix]["akd"] = akd.distances(kp, kp_target)
+            if truth is not None:
+                still_field = np.broadcast_to(state["still_field"],
+                                              (len(rows), *state["still_field"].shape[1:]))
+                gt = motion_metrics.ground_truth(truth, vids[rows],
+                                                 np.asarray(batch["frame_index"])[rows])
+                motion, sent = _motion_scores(gt, (field, still_field), (pred, copy, still),
+                                              target)
+                for prefix, values in motion.items():
+                    scored[prefix].update(values)
             model_vals = scored[""]
             for prefix, values in scored.items():
                 for name in metric_names:
@@ -237,8 +310,11 @@ def evaluate(animator: Any, data: tuple[Any, list[str]], *, cases: int = 3,
             frames_t = np.asarray(batch["frame_index"])[rows, 1]
             for i, row in enumerate(rows):
                 label = f"{names[int(v)]} t={int(frames_t[i])}"
-                kept.add(float(model_vals[sheet_metric][i]), label,
-                         (state["source"], batch["driving"][row], pred[i]))
+                tiles = (state["source"], batch["driving"][row], pred[i])
+                if truth is not None:  # where the model sends the true landmarks
+                    tiles += (motion_metrics.draw_landmark_transfer(
+                        state["clean"], gt["source_landmarks"][i], sent[i]),)
+                kept.add(float(model_vals[sheet_metric][i]), label, tiles)
     seconds = time.perf_counter() - t0
 
     rows_out = []
@@ -261,7 +337,7 @@ def evaluate(animator: Any, data: tuple[Any, list[str]], *, cases: int = 3,
         "metrics": {m: {"model": _mean(everything[m]),
                         "copy_source": _mean(everything[f"copy_{m}"]),
                         "no_motion": _mean(everything[f"no_motion_{m}"]),
-                        "higher_is_better": metrics.HIGHER_IS_BETTER[m]}
+                        "higher_is_better": HIGHER_IS_BETTER[m]}
                     for m in metric_names},
         "unavailable": unavailable,
         **({"akd_missing_rate": {
@@ -269,6 +345,7 @@ def evaluate(animator: Any, data: tuple[Any, list[str]], *, cases: int = 3,
             for ref, prefix in (("model", ""), ("copy_source", "copy_"),
                                 ("no_motion", "no_motion_"))}}
            if "akd" in metric_names else {}),
+        **({"motion_metrics": MOTION_NOTE} if truth is not None else {}),
         "psnr_cap_db": PSNR_CAP_DB,
         "contact_sheet_metric": sheet_metric,
         "seconds_per_frame": seconds / max(num_frames, 1),
@@ -278,18 +355,20 @@ def evaluate(animator: Any, data: tuple[Any, list[str]], *, cases: int = 3,
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    lines = [f"{'metric':8s} {'model':>10s} {'copy-source':>12s} {'no-motion':>10s}"]
+    lines = [f"{'metric':14s} {'model':>10s} {'copy-source':>12s} {'no-motion':>10s}"]
     for name, vals in summary["metrics"].items():
-        lines.append(f"{name:8s} {vals['model']:10.4f} {vals['copy_source']:12.4f} "
+        lines.append(f"{name:14s} {vals['model']:10.4f} {vals['copy_source']:12.4f} "
                      f"{vals['no_motion']:10.4f}")
     if "akd_missing_rate" in summary:
         rates = summary["akd_missing_rate"]
-        lines.append(f"{'no face':8s} {rates['model']:10.2%} {rates['copy_source']:12.2%} "
+        lines.append(f"{'no face':14s} {rates['model']:10.2%} {rates['copy_source']:12.2%} "
                      f"{rates['no_motion']:10.2%}  (AKD: frames without landmarks, left out)")
     for name, why in summary["unavailable"].items():
-        lines.append(f"{name:8s} {'missing':>10s} {'missing':>12s} {'missing':>10s}  ({why})")
+        lines.append(f"{name:14s} {'missing':>10s} {'missing':>12s} {'missing':>10s}  ({why})")
     lines.append("no-motion: the model driven by its own source frame; a model whose scores "
                  "equal it ignores the driving motion")
+    if "motion_metrics" in summary:
+        lines.append(summary["motion_metrics"])
     return "\n".join(lines)
 
 
@@ -304,9 +383,9 @@ def _check_inputs(args: argparse.Namespace) -> Path:
                             "Orbax checkpoint (a training workdir or convert --out)")
     if args.torch_checkpoint is not None and not os.path.isfile(args.torch_checkpoint):
         raise EvaluateError(f"--torch-checkpoint {args.torch_checkpoint} does not exist")
-    if not Path(args.data).is_dir():
+    if args.data != SYNTHETIC and not Path(args.data).is_dir():
         raise EvaluateError(f"--data {args.data} is not a directory; give a prepared TFDS "
-                            "dir, a FOMM folder (test/) or a folder of clips")
+                            "dir, a FOMM folder (test/), a folder of clips or 'synthetic'")
     if args.akd == "require" and (why := akd.status()) is not None:
         raise EvaluateError(f"{why} (--akd require; pass --akd auto to evaluate without it)")
     return out

@@ -147,8 +147,8 @@ def _frame_kp_impl(graphdef, state, frames):
 
 
 def _render_impl(graphdef, state, src: SourceState, frames, kp_initial, scale, angles,
-                 override, relative: bool):
-    TRACE_COUNTS["render"] += 1
+                 override, relative: bool, with_deformation: bool = False):
+    TRACE_COUNTS["render_deformation" if with_deformation else "render"] += 1
     model = nnx.merge(graphdef.graphdef, state)
     b = frames.shape[0]
     he = model.he_estimator(_to_float(frames))
@@ -162,13 +162,16 @@ def _render_impl(graphdef, state, src: SourceState, frames, kp_initial, scale, a
         kp_driving = kp_source + scale * (kp_driving - kp_initial)
     feature = jnp.broadcast_to(src.feature_3d, (b,) + src.feature_3d.shape[1:])
     out = model.generator.decode(feature, kp_driving, kp_source)
+    if with_deformation:  # evaluation only (motion metrics): a separate compilation
+        return out["prediction"], kp_driving, out["deformation"]
     return out["prediction"], kp_driving
 
 
 _encode = jax.jit(_encode_impl, static_argnums=0)
 _driving_kp = jax.jit(_driving_kp_impl, static_argnums=0)
 _frame_kp = jax.jit(_frame_kp_impl, static_argnums=0)
-_render = jax.jit(_render_impl, static_argnums=0, static_argnames=("relative",))
+_render = jax.jit(_render_impl, static_argnums=0,
+                  static_argnames=("relative", "with_deformation"))
 
 
 class Animator:
@@ -274,6 +277,21 @@ class Animator:
         if return_keypoints:
             return (np.concatenate([p for p, _ in parts]), np.concatenate([k for _, k in parts]))
         return np.concatenate(parts)
+
+    def render_with_deformation(self, src: SourceState, frames: np.ndarray, motion: Motion
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(T, H, W, 3) predictions, (T, K, 3) keypoints and the (T, D, H', W', 3)
+        deformation fields that produced them, for the motion metrics
+        (`asrth_jax.motion_metrics`). Its own compiled program: `render` stays as fast."""
+        preds, kps, fields = [], [], []
+        for chunk, valid in self._batches(frames):
+            self.call_counts["render_deformation"] += 1
+            out = _render(self.graphdef, self.state, src, chunk, motion.kp_initial, motion.scale,
+                          motion.angles, motion.override, relative=motion.relative,
+                          with_deformation=True)
+            for acc, value in zip((preds, kps, fields), out, strict=True):
+                acc.append(np.asarray(value)[:valid])
+        return np.concatenate(preds), np.concatenate(kps), np.concatenate(fields)
 
     def best_frame(self, source: np.ndarray, frames: np.ndarray) -> int:
         """Driving frame whose normalised keypoints best match the source's."""

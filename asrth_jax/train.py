@@ -36,6 +36,7 @@ flags.DEFINE_integer("num_processes", None, "Number of processes.")
 flags.DEFINE_integer("process_id", None, "This process's index.")
 
 BATCH_KEYS = ("source", "source_lq", "driving")
+EVAL_GRID_TAG = "eval/source|lq|driving|prediction|occlusion|kp|landmarks"
 
 
 class StopTraining(Exception):
@@ -58,11 +59,21 @@ def initialize_distributed(config) -> None:
 
 def make_image_grid(batch: dict[str, np.ndarray], visuals: dict[str, np.ndarray],
                     max_rows: int = 4) -> np.ndarray:
-    """Rows of source | degraded source | driving | prediction | occlusion | keypoints."""
+    """Rows of source | degraded source | driving | prediction | occlusion | keypoints,
+    and | landmarks where the batch has the true landmarks (synthetic evaluation): the
+    source with its true landmarks (green) and where the predicted deformation sends the
+    true driving landmarks (red)."""
     import cv2
+
+    from asrth_jax import motion_metrics
 
     rows = []
     n = min(max_rows, batch["source"].shape[0])
+    sent = None
+    if "driving_landmarks" in batch and "deformation" in visuals:
+        sent = np.asarray(motion_metrics.transferred_landmarks(
+            np.asarray(visuals["deformation"][:n]), batch["driving_landmarks"][:n],
+            batch["source"].shape[1:3]))
     for i in range(n):
         size = batch["source"].shape[1]
         occlusion = cv2.resize(np.asarray(visuals["occlusion_map"][i, ..., 0], np.float32),
@@ -75,6 +86,9 @@ def make_image_grid(batch: dict[str, np.ndarray], visuals: dict[str, np.ndarray]
                 cv2.circle(kp_canvas, centre, max(1, size // 64), colour, -1)
         tiles = [batch["source"][i], batch["source_lq"][i], batch["driving"][i],
                  visuals["prediction"][i], np.repeat(occlusion[..., None], 3, -1), kp_canvas]
+        if sent is not None:
+            tiles.append(motion_metrics.draw_landmark_transfer(
+                batch["source"][i], batch["source_landmarks"][i], sent[i]))
         rows.append(np.concatenate([np.clip(np.asarray(t, np.float32), 0, 1) for t in tiles], 1))
     return np.concatenate(rows, 0)
 
@@ -93,15 +107,46 @@ def eval_data_config(config) -> Any:
     return data_cfg
 
 
-def evaluate(trainer, state, config) -> dict[str, float]:
-    """Reconstruction protocol on held-out videos: mean L1/PSNR/SSIM and their
-    copy-the-source floor. Partial batches are padded and masked."""
-    from data_pipelines.pipeline import make_eval_dataset
+def _eval_data(config) -> tuple[Any, Any, int]:
+    """This host's periodic-evaluation dataset, its ground truth (the synthetic video
+    collection; None for real data) and the per-host batch size."""
+    from asrth_jax import motion_metrics
+    from data_pipelines.pipeline import build_videos, make_eval_dataset
 
     data_cfg = eval_data_config(config)
     per_host = config.train.global_batch_size // jax.process_count()
     ds = make_eval_dataset(data_cfg, batch_size=per_host, shard_index=jax.process_index(),
                            shard_count=jax.process_count())
+    truth = None
+    if data_cfg.kind == "synthetic":
+        videos = build_videos(data_cfg, "test")
+        truth = videos if motion_metrics.has_ground_truth(videos) else None
+    return ds, truth, per_host
+
+
+def _eval_batch(ds, index: int, per_host: int, truth) -> tuple[dict[str, np.ndarray], int]:
+    """Host batch `index` padded to `per_host` rows (repeating the last one; past the end,
+    all rows repeat the first batch's last) with its ground truth; and its real rows."""
+    from asrth_jax import motion_metrics
+
+    batch = ds[index] if index < len(ds) else None
+    n = 0 if batch is None else batch["source"].shape[0]
+    template = dict(batch if batch is not None else ds[0])
+    keys = BATCH_KEYS
+    if truth is not None:
+        template.update(motion_metrics.ground_truth(truth, template["video_index"],
+                                                    template["frame_index"]))
+        keys += motion_metrics.TRUTH_KEYS
+    local = {k: np.concatenate(([template[k]] if n else []) +
+                               [template[k][-1:]] * (per_host - n), 0) for k in keys}
+    return local, n
+
+
+def evaluate(trainer, state, config) -> dict[str, float]:
+    """Reconstruction protocol on held-out videos: mean L1/PSNR/SSIM and their
+    copy-the-source floor, and on synthetic data the motion metrics (landmark transfer
+    error, moving-region L1). Partial batches are padded and masked."""
+    ds, truth, per_host = _eval_data(config)
     sums: dict[str, float] = {}
     # Every host must run the same number of steps (collectives): pad to the longest.
     num_batches = len(ds)
@@ -110,11 +155,7 @@ def evaluate(trainer, state, config) -> dict[str, float]:
 
         num_batches = int(np.max(multihost_utils.process_allgather(np.array(num_batches))))
     for index in range(num_batches):
-        batch = ds[index] if index < len(ds) else None
-        n = 0 if batch is None else batch["source"].shape[0]
-        template = batch if batch is not None else ds[0]
-        local = {k: np.concatenate(([batch[k]] if n else []) +
-                                   [template[k][-1:]] * (per_host - n), 0) for k in BATCH_KEYS}
+        local, n = _eval_batch(ds, index, per_host, truth)
         mask = np.zeros((per_host,), np.float32)
         mask[:n] = 1.0
         args = (state, trainer.shard_batch(local),
@@ -126,6 +167,23 @@ def evaluate(trainer, state, config) -> dict[str, float]:
     if count == 0:
         return {}
     return {f"eval/{k}": v / count for k, v in sums.items()}
+
+
+def eval_image_grid(trainer, state, config) -> np.ndarray | None:
+    """The image grid of the first evaluation batch with the landmark-transfer column, on
+    synthetic data (None for real data: it has no true landmarks). Runs the train loop's
+    compiled visual step (same images-only batch), so it costs one forward pass."""
+    ds, truth, per_host = _eval_data(config)
+    if truth is None:
+        return None
+    local, _ = _eval_batch(ds, 0, per_host, truth)
+    batch = trainer.shard_batch({k: local[k] for k in BATCH_KEYS})
+    visual_step = trainer.compiled("visual", trainer.visual_step, state, batch)
+    visuals = jax.device_get(visual_step(state, batch))
+    host = {k: np.asarray(v, np.float32) / (255.0 if v.dtype == np.uint8 else 1.0)
+            for k, v in local.items() if k in BATCH_KEYS}
+    host.update({k: local[k] for k in local if k not in BATCH_KEYS})
+    return make_image_grid(host, visuals)
 
 
 class Checkpointer:
@@ -370,8 +428,10 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
                     metrics_log.write(json.dumps(last_scalars) + "\n")
                     metrics_log.flush()
             if step % config.log.images_every_steps == 0 or step == start_step + 1:
-                visual_step = trainer.compiled("visual", trainer.visual_step, state, batch)
-                visuals = jax.device_get(visual_step(state, batch))
+                # Images only: the evaluation grid reuses this compiled program.
+                images = {k: batch[k] for k in BATCH_KEYS}
+                visual_step = trainer.compiled("visual", trainer.visual_step, state, images)
+                visuals = jax.device_get(visual_step(state, images))
                 local_np = {k: np.asarray(local[k], np.float32) for k in BATCH_KEYS}
                 grid = make_image_grid(local_np, visuals)
                 writer.write_images(step, {"source|lq|driving|prediction|occlusion|kp":
@@ -380,6 +440,8 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
                                             or step == config.train.num_steps):
                 eval_scalars = evaluate(trainer, state, config)
                 writer.write_scalars(step, eval_scalars)
+                if (grid := eval_image_grid(trainer, state, config)) is not None:
+                    writer.write_images(step, {EVAL_GRID_TAG: grid[None]})
                 last_scalars.update(eval_scalars)
                 if is_chief:
                     metrics_log.write(json.dumps({"step": step, **eval_scalars}) + "\n")

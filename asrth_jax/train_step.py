@@ -30,7 +30,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from asrth_jax import losses, sharding
+from asrth_jax import losses, motion_metrics, sharding
 from asrth_jax.models import adasr, blocks
 from asrth_jax.models.head_pose import head_pose_degrees, transform_keypoints
 from asrth_jax.models.hopenet import hopenet_preprocess
@@ -279,9 +279,11 @@ class Trainer:
         """Per-host numpy batch -> global jax arrays split over the mesh.
 
         Takes the images, plus the true driving pose when it teaches the head-pose
-        estimator and the batch has it (evaluation batches need none)."""
+        estimator and the batch has it (evaluation batches need none), plus the ground
+        truth of the motion metrics where the evaluation batch carries it (synthetic)."""
         keys = BATCH_KEYS + ((POSE_KEY,) if self.pose_from_data and POSE_KEY in local_batch
                              else ())
+        keys += tuple(k for k in motion_metrics.TRUTH_KEYS if k in local_batch)
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, local_batch[k])
                 for k in keys}
 
@@ -433,7 +435,9 @@ class Trainer:
         per-example L1, PSNR and SSIM of the prediction, of the copy-the-source floor
         and of the no-motion rendering (the source driven by itself: a model that
         ignores the driver scores the same), plus the count. Replicated, so every host
-        can read them."""
+        can read them. With ground truth in the batch (synthetic data) also the motion
+        metrics (`asrth_jax.motion_metrics`): landmark transfer error (copy-source's is
+        the identity-motion error) and moving-region L1 of the three."""
         import dm_pix
 
         gen = nnx.merge(self.gen_def, state["gen_params"], state["gen_rest"])
@@ -445,8 +449,11 @@ class Trainer:
         prediction = gen.drive(src, driving)
         still = gen.generator.decode(src["feature_3d"], src["kp"], src["kp"])
         result = {"count": mask.sum()}
-        for name, image in (("model", prediction["prediction"]), ("copy_source", source),
-                            ("no_motion", still["prediction"])):
+        images = (("model", prediction["prediction"]), ("copy_source", source),
+                  ("no_motion", still["prediction"]))
+        if motion_metrics.TRUTH_KEYS[0] in batch:
+            result.update(self._motion_sums(batch, images, (prediction, still), mask))
+        for name, image in images:
             mse = jnp.square(image - driving).mean(axis=(1, 2, 3))
             per_example = {
                 "l1": jnp.abs(image - driving).mean(axis=(1, 2, 3)),
@@ -458,15 +465,34 @@ class Trainer:
                 result[f"{name}_{metric}"] = (values * mask).sum()
         return result
 
+    @staticmethod
+    def _motion_sums(batch, images, outputs, mask) -> dict[str, jax.Array]:
+        """Masked sums of the motion metrics of the model, copy-source and no-motion."""
+        src_lm, drv_lm, src_mask, drv_mask = (batch[k] for k in motion_metrics.TRUTH_KEYS)
+        driving = batch["driving"].astype(jnp.float32)
+        size = driving.shape[1:3]
+        model, still = (motion_metrics.landmark_transfer_error(out["deformation"], src_lm,
+                                                               drv_lm, size)
+                        for out in outputs)
+        errors = {"model": model, "no_motion": still,
+                  "copy_source": motion_metrics.identity_motion_error(src_lm, drv_lm)}
+        result = {}
+        for name, image in images:
+            moving = motion_metrics.moving_l1(image, driving, src_mask, drv_mask)
+            result[f"{name}_landmark_error"] = (errors[name] * mask).sum()
+            result[f"{name}_moving_l1"] = (moving * mask).sum()
+        return result
+
     @functools.cached_property
     def visual_step(self):
-        """Train-mode outputs for image grids (prediction, occlusion, keypoints)."""
+        """Eval-mode outputs for image grids (prediction, occlusion, keypoints, and the
+        deformation for the landmark-transfer column)."""
         def visuals(state, batch):
             gen = nnx.merge(self.gen_def, state["gen_params"], state["gen_rest"])
             gen.eval()
             out = gen(batch["source"], batch["driving"], source_lq=batch["source_lq"])
             return {k: out[k] for k in ("prediction", "occlusion_map", "kp_source",
-                                        "kp_driving")}
+                                        "kp_driving", "deformation")}
         # Replicated output: every host may fetch it (only the chief writes images).
         return jax.jit(visuals, out_shardings=self.replicated)
 

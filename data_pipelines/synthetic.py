@@ -153,6 +153,38 @@ def _colour(c: np.ndarray) -> tuple[float, float, float]:
     return float(c[0]), float(c[1]), float(c[2])
 
 
+def _head_alphas(identity_seed: int, pose: np.ndarray, trans: np.ndarray, size: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Anti-aliased uint8 (size, size) coverage of the hair and of the face (skin)."""
+    ident = make_identity(identity_seed)
+    yaw, pitch, roll = (float(a) for a in pose)
+    centre = np.array([0.5 + trans[0], 0.52 + trans[1]]) * size
+    axes_w = ident.head_w * size * (0.92 + 0.08 * math.cos(math.radians(yaw)))
+    axes_h = ident.head_h * size * (0.95 + 0.05 * math.cos(math.radians(pitch)))
+    hair_mask = np.zeros((size, size), np.uint8)
+    up = np.array([math.sin(math.radians(roll)), -math.cos(math.radians(roll))])
+    hc = centre + up * ident.head_h * size * 0.18
+    cv2.ellipse(hair_mask, _pt(hc), _pt(np.array([axes_w * 1.1, axes_h * 0.95])), -roll,
+                0, 360, 255, -1, cv2.LINE_AA, 4)
+    face_mask = np.zeros((size, size), np.uint8)
+    fc = centre + up * -ident.head_h * size * 0.08
+    cv2.ellipse(face_mask, _pt(fc), _pt(np.array([axes_w * 0.95, axes_h * 0.9])), -roll,
+                0, 360, 255, -1, cv2.LINE_AA, 4)
+    # a hairline: remove the top of the face so hair shows on the forehead
+    cut = hc + up * (0.22 - ident.hair_drop) * ident.head_h * size
+    cv2.ellipse(face_mask, _pt(cut), _pt(np.array(
+        [axes_w * 1.2, axes_h * 0.45])), -roll, 180, 360, 0, -1, cv2.LINE_AA, 4)
+    return hair_mask, face_mask
+
+
+def head_mask(identity_seed: int, t: float, size: int) -> np.ndarray:
+    """(size, size) bool: every pixel the head (hair or skin) covers in frame ``t``, its
+    anti-aliased rim included (everything that is not pure background)."""
+    pose, trans, _, _ = frame_state(identity_seed, t)
+    hair, face = _head_alphas(identity_seed, pose, trans, size)
+    return (hair > 0) | (face > 0)
+
+
 def render_frame(
     identity_seed: int, t: float, size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,22 +207,8 @@ def render_frame(
         alpha = (mask.astype(np.float32) * (1.0 / 255.0))[..., None]
         img[:] = img * (1 - alpha) + moved * alpha
 
-    axes_w = ident.head_w * size * (0.92 + 0.08 * math.cos(math.radians(yaw)))
-    axes_h = ident.head_h * size * (0.95 + 0.05 * math.cos(math.radians(pitch)))
-    hair_mask = np.zeros((size, size), np.uint8)
-    up = np.array([math.sin(math.radians(roll)), -math.cos(math.radians(roll))])
-    hc = centre + up * ident.head_h * size * 0.18
-    cv2.ellipse(hair_mask, _pt(hc), _pt(np.array([axes_w * 1.1, axes_h * 0.95])), -roll,
-                0, 360, 255, -1, cv2.LINE_AA, 4)
+    hair_mask, face_mask = _head_alphas(identity_seed, pose, trans, size)
     paste(hair_tex, hair_mask)
-    face_mask = np.zeros((size, size), np.uint8)
-    fc = centre + up * -ident.head_h * size * 0.08
-    cv2.ellipse(face_mask, _pt(fc), _pt(np.array([axes_w * 0.95, axes_h * 0.9])), -roll,
-                0, 360, 255, -1, cv2.LINE_AA, 4)
-    # a hairline: remove the top of the face so hair shows on the forehead
-    cut = hc + up * (0.22 - ident.hair_drop) * ident.head_h * size
-    cv2.ellipse(face_mask, _pt(cut), _pt(np.array(
-        [axes_w * 1.2, axes_h * 0.45])), -roll, 180, 360, 0, -1, cv2.LINE_AA, 4)
     paste(skin_tex, face_mask)
 
     unit = size / 64.0
@@ -276,3 +294,13 @@ class SyntheticVideos:
         pose, trans, _, mouth = frame_state(ident, t)
         return (np.asarray(pose, np.float32),
                 project_landmarks(ident, pose, trans, self.size, mouth))
+
+    def landmarks(self, video: int, frame_indices: Sequence[int]) -> np.ndarray:
+        """True (len(frame_indices), L, 2) landmark pixels (x, y; pixel centres at integers),
+        the ones `render_frame` draws; motion metrics read them for evaluation pairs."""
+        return np.stack([self.pose_and_landmarks(video, int(t))[1] for t in frame_indices])
+
+    def head_masks(self, video: int, frame_indices: Sequence[int]) -> np.ndarray:
+        """(len(frame_indices), size, size) bool head coverage (`head_mask`) per frame."""
+        ident = self.identities[video]
+        return np.stack([head_mask(ident, int(t), self.size) for t in frame_indices])

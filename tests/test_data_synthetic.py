@@ -97,3 +97,33 @@ def test_flips_move_the_true_pose_with_the_frames():
     out = augment(flip=False, time_flip=True)
     np.testing.assert_array_equal(out["source_pose"], record["driving_pose"])
     np.testing.assert_array_equal(out["driving_pose"], record["source_pose"])
+
+
+def test_head_mask_is_every_pixel_that_is_not_background():
+    """The motion metrics' moving region: the mask covers exactly the pixels the head
+    changes (anything else is the untouched background texture), and it moves."""
+    size = 64
+    background = np.clip(synthetic._textures(3, size)[0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    masks = []
+    for t in (0, 7, 19):
+        frame = synthetic.render_frame(3, t, size)[0]
+        mask = synthetic.head_mask(3, t, size)
+        assert mask.dtype == bool and mask.shape == (size, size)
+        np.testing.assert_array_equal(mask, (frame != background).any(axis=-1))
+        masks.append(mask)
+    assert 0.2 < masks[0].mean() < 0.6
+    assert (masks[0] != masks[2]).sum() > 10
+
+
+def test_eval_ground_truth_is_deterministic_and_matches_the_render():
+    videos = synthetic.SyntheticVideos(synthetic.identity_seeds("test", 2), 16, 32)
+    lms = videos.landmarks(1, [0, 5, 9])
+    assert lms.shape == (3, len(synthetic.LANDMARK_NAMES), 2) and lms.dtype == np.float32
+    np.testing.assert_array_equal(lms[1], synthetic.render_frame(videos.identities[1], 5,
+                                                                 32)[2])
+    again = synthetic.SyntheticVideos(synthetic.identity_seeds("test", 2), 16, 32)
+    np.testing.assert_array_equal(again.landmarks(1, [0, 5, 9]), lms)
+    masks = videos.head_masks(1, [0, 5])
+    assert masks.shape == (2, 32, 32) and masks.dtype == bool
+    np.testing.assert_array_equal(masks, again.head_masks(1, [0, 5]))
+    np.testing.assert_array_equal(masks[1], synthetic.head_mask(videos.identities[1], 5, 32))

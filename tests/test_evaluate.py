@@ -1,4 +1,5 @@
-"""`python -m asrth_jax.evaluate` on a tiny prepared split of the real clips."""
+"""`python -m asrth_jax.evaluate` on a tiny prepared split of the real clips, and on
+synthetic data with the motion metrics from its ground truth."""
 
 from __future__ import annotations
 
@@ -9,19 +10,22 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_inference import random_models, tiny_config_file, tiny_model_config
+from tiny_train_config import TEST_MODEL
+from train_helpers import TINY
 
-from asrth_jax import akd, checkpoints, evaluate, metrics
+from asrth_jax import akd, checkpoints, config_lib, evaluate, metrics
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-pytestmark = pytest.mark.skipif(not (REAL / "529_2.mp4").exists(),
-                                reason="real clips not available")
 FRAMES = 5
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
+    if not (REAL / "529_2.mp4").exists():
+        pytest.skip("real clips not available")
     pytest.importorskip("tensorflow_datasets")
     from data_pipelines import prepare
 
@@ -76,6 +80,9 @@ def test_evaluate_prints_every_metric_with_copy_source(evaluated):
                for r in rows)
     assert json.loads((out / "summary.json").read_text())["num_frames"] == 2 * FRAMES
     assert (out / "contact_sheet.png").stat().st_size > 0
+    # real clips carry no ground-truth landmarks: no motion metrics, no note
+    assert not {"landmark_error", "moving_l1"} & set(summary["metrics"])
+    assert "motion_metrics" not in summary and "landmark_error" not in printed
 
 
 def test_evaluate_reports_akd_with_copy_source_floor(evaluated):
@@ -126,3 +133,56 @@ def test_evaluate_refuses_nonempty_out(prepared, tmp_path, monkeypatch, capsys):
     assert math.isfinite(summary["metrics"]["l1"]["copy_source"])
     assert (out / "keep.txt").exists()
     assert not (out / "contact_sheet.png").exists()  # no cases asked: the old sheet is gone
+
+
+@pytest.fixture(scope="module")
+def synthetic_eval(tmp_path_factory):
+    """The tiny training config's synthetic test identities (2 videos, 32 px), a random
+    tiny model, 4 frames per video in one batch each."""
+    root = tmp_path_factory.mktemp("evaluate_synthetic")
+    gen, disc = random_models(config_lib.model_config(TEST_MODEL), seed=0)
+    ckpt = checkpoints.save_models(str(root / "ckpt"), gen, disc)
+    out = root / "eval"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        summary = evaluate.main(["--checkpoint", ckpt, "--config", TINY, "--data", "synthetic",
+                                 "--out", str(out), "--quiet", "--batch-size", "4",
+                                 "--max-frames", "4", "--akd", "off"])
+    return {"out": out, "summary": summary, "printed": printed.getvalue()}
+
+
+def test_synthetic_evaluation_reports_motion_metrics(synthetic_eval):
+    """Landmark transfer error beside the identity-motion error (copy-source's column),
+    moving-region L1 beside copy-source's; no-motion (identity deformation) scores the
+    identity error."""
+    summary, out = synthetic_eval["summary"], synthetic_eval["out"]
+    assert summary["num_videos"] == 2 and summary["num_frames"] == 8
+    lm, moving, l1 = (summary["metrics"][m] for m in ("landmark_error", "moving_l1", "l1"))
+    assert lm["higher_is_better"] is False and moving["higher_is_better"] is False
+    for vals in (lm, moving):
+        assert all(math.isfinite(vals[k]) for k in ("model", "copy_source", "no_motion"))
+    # the heads move (frame 0 scores 0, the others do not)
+    assert lm["copy_source"] > 0.5
+    assert lm["no_motion"] == pytest.approx(lm["copy_source"], abs=1e-3)
+    # the background is the same in both frames: the region concentrates the difference
+    assert moving["copy_source"] > 1.5 * l1["copy_source"]
+    rows = list(csv.DictReader(open(out / "per_video.csv")))
+    for row in rows:
+        assert float(row["no_motion_landmark_error"]) == pytest.approx(
+            float(row["copy_landmark_error"]), abs=1e-3)
+        assert math.isfinite(float(row["landmark_error"]))
+        assert math.isfinite(float(row["moving_l1"]))
+    printed = synthetic_eval["printed"]
+    assert "landmark_error" in printed and "moving_l1" in printed
+    assert "identity-motion error" in printed
+    assert json.loads((out / "summary.json").read_text())["motion_metrics"]
+
+
+def test_synthetic_contact_sheet_draws_the_landmark_transfer(synthetic_eval):
+    from asrth_jax import media
+
+    sheet = media.read_image(synthetic_eval["out"] / "contact_sheet.png")
+    assert sheet.shape[1] == 4 * 32  # source | driving | prediction | landmark transfer
+    drawing = sheet[:32, 96:]
+    greenish = (drawing[..., 1] > 0.8) & (drawing[..., 0] < 0.4)  # true source landmarks
+    assert greenish.sum() > 0 and np.abs(drawing - sheet[:32, :32]).max() > 0.2
