@@ -241,14 +241,19 @@ def animate(opts: AnimateOptions, animator: Animator, image_size: int,
 
 
 # ---------------------------------------------------------------------- command line
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m asrth_jax.animate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The weights and config flags shared by the CLI and the web app."""
     weights = p.add_mutually_exclusive_group(required=True)
     weights.add_argument("--checkpoint", help="Orbax checkpoint dir (train --workdir or "
                          "asrth_jax.convert --out)")
     weights.add_argument("--torch-checkpoint", help="released AdaSR .pth.tar")
     p.add_argument("--config", required=True, help="config file, e.g. configs/hdtf_512.py")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m asrth_jax.animate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p)
     p.add_argument("--source", required=True, help="source portrait image")
     p.add_argument("--driving", required=True,
                    help="driving video (file or frame folder) or one driving image")

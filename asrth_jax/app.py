@@ -138,11 +138,7 @@ def build_app(animator: Animator, image_size: int, workdir: Path) -> gr.Blocks:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m asrth_jax.app", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    weights = p.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--checkpoint", help="Orbax checkpoint dir (train --workdir or "
-                         "asrth_jax.convert --out)")
-    weights.add_argument("--torch-checkpoint", help="released AdaSR .pth.tar")
-    p.add_argument("--config", required=True, help="config file, e.g. configs/hdtf_512.py")
+    animate.add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0 exposes the app to the network)")
     p.add_argument("--port", type=int, default=7860, help="port to listen on")
