@@ -110,6 +110,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Who teaches the head-pose estimator: "hopenet" (the reference: a pretrained HopeNet
     # on the driving frame) or "data" (the dataset's true pose, e.g. synthetic heads).
     c.loss.headpose_teacher = "hopenet"
+    # Not in the reference: L1 between the estimator's translation (x, y) and the true
+    # head centre, in keypoint coordinates. Only data that knows it (synthetic heads)
+    # can teach it; the reference leaves translation to the reconstruction losses.
+    c.loss.head_translation = 0.0
     c.loss.expression = 5.0
     # The reference adds an L1 reconstruction term whose weight its released config
     # does not give; 0 keeps the released recipe.

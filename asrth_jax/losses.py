@@ -175,6 +175,13 @@ def headpose_loss(
     return total
 
 
+def head_translation_loss(translation: jax.Array, target_xy: jax.Array) -> jax.Array:
+    """mean_b sum_xy |t - target|: the estimator's (B, 3) translation against a (B, 2)
+    true head centre in the keypoint frame (depth is left free). The target is fixed."""
+    target = jax.lax.stop_gradient(_f32(target_xy))
+    return jnp.abs(_f32(translation)[:, :2] - target).sum(-1).mean()
+
+
 def expression_loss(exp: jax.Array) -> jax.Array:
     """Batch mean of the per-sample L1 norm of the (B, 3K) expression deltas.
 

@@ -39,6 +39,7 @@ from asrth_jax.transforms import sample_transform_params, transform_frame
 Batch = dict[str, jax.Array]
 BATCH_KEYS = ("source", "source_lq", "driving")
 POSE_KEY = "driving_pose"  # (B, 3) true yaw, pitch, roll in degrees
+CENTRE_KEY = "driving_centre"  # (B, 2) true head centre x, y in the keypoint frame
 HEADPOSE_TEACHERS = ("hopenet", "data")
 
 
@@ -87,6 +88,10 @@ def check_headpose_teacher(loss: ml_collections.ConfigDict, data_kind: str) -> N
         raise ValueError(f"config.loss.headpose_teacher='data' needs true head poses, which "
                          f"only data.kind='synthetic' has (got {data_kind!r}); use 'hopenet' "
                          f"with config.loss.hopenet_weights")
+    if loss.head_translation and data_kind != "synthetic":
+        raise ValueError(f"config.loss.head_translation={loss.head_translation} needs true "
+                         f"head centres, which only data.kind='synthetic' has (got "
+                         f"{data_kind!r}); set --config.loss.head_translation=0")
 
 
 def _missing(path: str) -> str | None:
@@ -278,11 +283,13 @@ class Trainer:
     def shard_batch(self, local_batch: dict[str, Any]) -> Batch:
         """Per-host numpy batch -> global jax arrays split over the mesh.
 
-        Takes the images, plus the true driving pose when it teaches the head-pose
-        estimator and the batch has it (evaluation batches need none), plus the ground
+        Takes the images, plus the true driving pose and head centre when they teach the
+        head-pose estimator and the batch has them (evaluation batches need none), plus the ground
         truth of the motion metrics where the evaluation batch carries it (synthetic)."""
         keys = BATCH_KEYS + ((POSE_KEY,) if self.pose_from_data and POSE_KEY in local_batch
                              else ())
+        if self.config.loss.head_translation and CENTRE_KEY in local_batch:
+            keys += (CENTRE_KEY,)
         keys += tuple(k for k in motion_metrics.TRUTH_KEYS if k in local_batch)
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, local_batch[k])
                 for k in keys}
@@ -346,6 +353,9 @@ class Trainer:
                 target = head_pose_degrees(hopenet(hopenet_preprocess(driving)))
             terms["headpose"] = self.headpose_weight * losses.headpose_loss(
                 out["he_driving"], target)
+        if cfg.head_translation:
+            terms["head_translation"] = cfg.head_translation * losses.head_translation_loss(
+                out["he_driving"]["t"], batch[CENTRE_KEY])
         if cfg.expression:
             terms["expression"] = cfg.expression * losses.expression_loss(
                 out["he_driving"]["exp"])

@@ -68,9 +68,10 @@ class AugmentPair(grain.transforms.RandomMap):
         src, drv = element["source"], element["driving"]
         frame_index = element.get("frame_index")
         poses = [element.get("source_pose"), element.get("driving_pose")]
+        centres = [element.get("source_centre"), element.get("driving_centre")]
         if c.time_flip and rng.uniform() < 0.5:
             src, drv = drv, src
-            poses = poses[::-1]
+            poses, centres = poses[::-1], centres[::-1]
             if frame_index is not None:
                 frame_index = frame_index[::-1].copy()
         # The reference mirrors only pairs it did not time-flip (its RandomFlip returns
@@ -80,6 +81,9 @@ class AugmentPair(grain.transforms.RandomMap):
             # A mirror image turns the head the other way: yaw and roll change sign.
             poses = [None if p is None else p * np.array([-1, 1, -1], np.float32)
                      for p in poses]
+            # ... and moves its centre to -x (the keypoint frame is symmetric about 0).
+            centres = [None if xy is None else xy * np.array([-1, 1], np.float32)
+                       for xy in centres]
         if c.brightness or c.contrast or c.saturation or c.hue:
             src, drv = color_jitter([src, drv], rng, c.brightness, c.contrast, c.saturation, c.hue)
         out = dict(element)
@@ -87,7 +91,8 @@ class AugmentPair(grain.transforms.RandomMap):
         out["driving"] = np.ascontiguousarray(drv)
         if frame_index is not None:
             out["frame_index"] = frame_index
-        for key, pose in zip(("source_pose", "driving_pose"), poses, strict=True):
-            if pose is not None:
-                out[key] = pose
+        for key, value in zip(("source_pose", "driving_pose", "source_centre",
+                               "driving_centre"), poses + centres, strict=True):
+            if value is not None:
+                out[key] = value
         return out

@@ -117,4 +117,7 @@ class PairSource:
         if hasattr(self.videos, "head_poses"):
             record["source_pose"], record["driving_pose"] = self.videos.head_poses(
                 video, [src, drv])
+        if hasattr(self.videos, "head_centres"):
+            record["source_centre"], record["driving_centre"] = self.videos.head_centres(
+                video, [src, drv])
         return record

@@ -131,6 +131,13 @@ def frame_state(identity_seed: int, t: float) -> tuple[np.ndarray, np.ndarray, f
     return pose, trans, blink, mouth
 
 
+def head_centre(trans: np.ndarray, size: int) -> np.ndarray:
+    """(2,) head centre (x, y), the point the head turns about, in the keypoint frame:
+    [-1, 1] over the pixel centres 0 .. size - 1, as `make_coordinate_grid` spans them."""
+    pixels = (np.array([0.5, 0.52]) + np.asarray(trans)) * size
+    return (2.0 * pixels / (size - 1) - 1.0).astype(np.float32)
+
+
 def project_landmarks(identity_seed: int, pose: np.ndarray, trans: np.ndarray, size: int,
                       mouth: float = 0.0) -> np.ndarray:
     """(L, 2) pixel coordinates (x, y) of the template landmarks under pose + translation."""
@@ -287,6 +294,12 @@ class SyntheticVideos:
         ident = self.identities[video]
         return np.stack([frame_state(ident, int(t))[0] for t in frame_indices]).astype(
             np.float32)
+
+    def head_centres(self, video: int, frame_indices: Sequence[int]) -> np.ndarray:
+        """True (len(frame_indices), 2) head centres (`head_centre`, keypoint frame)."""
+        ident = self.identities[video]
+        return np.stack([head_centre(frame_state(ident, int(t))[1], self.size)
+                         for t in frame_indices])
 
     def pose_and_landmarks(self, video: int, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Ground truth pose (3,) degrees and landmarks (L, 2) of frame ``t``."""

@@ -68,6 +68,24 @@ def test_pair_records_carry_the_true_pose_of_both_frames():
     assert r["driving_pose"].dtype == np.float32 and r["driving_pose"].shape == (3,)
 
 
+def test_head_centre_is_where_the_head_turns_about_in_the_keypoint_frame():
+    """The centre is the point the renderer rotates the landmark template about (its
+    origin): at zero rotation the nose tip (template x 0, y 0.12) sits on it in x and
+    0.12 head heights below it; the frame's corners are -1 and 1."""
+    seed, size = synthetic.identity_seeds("train", 1)[0], 64
+    _, trans, _, _ = synthetic.frame_state(seed, 5)
+    to_pixels = (synthetic.head_centre(trans, size) + 1.0) * (size - 1) / 2.0
+    nose = synthetic.project_landmarks(seed, np.zeros(3), trans, size)[4]
+    head_h = synthetic.make_identity(seed).head_h
+    np.testing.assert_allclose(nose, to_pixels + [0.0, 0.12 * head_h * size], atol=1e-4)
+    np.testing.assert_allclose(synthetic.head_centre(np.array([-0.5, -0.52]), size), [-1, -1])
+    videos = synthetic.SyntheticVideos([seed], 16, size)
+    r = PairSource(videos, seed=2)[0]
+    src, drv = (int(t) for t in r["frame_index"])
+    np.testing.assert_array_equal(r["driving_centre"], videos.head_centres(0, [drv])[0])
+    np.testing.assert_array_equal(r["source_centre"], videos.head_centres(0, [src])[0])
+
+
 def test_flips_move_the_true_pose_with_the_frames():
     """Mirroring turns yaw and roll the other way; a time flip swaps the two poses."""
     import ml_collections
@@ -77,7 +95,9 @@ def test_flips_move_the_true_pose_with_the_frames():
     image = np.arange(2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 3)
     record = {"source": image, "driving": image + 1, "frame_index": np.array([3, 7]),
               "source_pose": np.array([10.0, 5.0, -2.0], np.float32),
-              "driving_pose": np.array([-4.0, 1.0, 3.0], np.float32)}
+              "driving_pose": np.array([-4.0, 1.0, 3.0], np.float32),
+              "source_centre": np.array([0.1, 0.2], np.float32),
+              "driving_centre": np.array([-0.3, 0.05], np.float32)}
 
     def augment(flip: bool, time_flip: bool) -> dict:
         cfg = ml_collections.ConfigDict(dict(flip=flip, time_flip=time_flip, brightness=0.0,
@@ -94,9 +114,12 @@ def test_flips_move_the_true_pose_with_the_frames():
     out = augment(flip=True, time_flip=False)
     np.testing.assert_array_equal(out["source_pose"], [-10.0, 5.0, 2.0])
     np.testing.assert_array_equal(out["driving_pose"], [4.0, 1.0, -3.0])
+    np.testing.assert_array_equal(out["source_centre"], np.float32([-0.1, 0.2]))
+    np.testing.assert_array_equal(out["driving_centre"], np.float32([0.3, 0.05]))
     out = augment(flip=False, time_flip=True)
     np.testing.assert_array_equal(out["source_pose"], record["driving_pose"])
     np.testing.assert_array_equal(out["driving_pose"], record["source_pose"])
+    np.testing.assert_array_equal(out["driving_centre"], record["source_centre"])
 
 
 def test_head_mask_is_every_pixel_that_is_not_background():

@@ -130,3 +130,12 @@ def test_headpose_and_expression():
     exp = RNG.normal(size=(4, 45)).astype(np.float32)
     got = losses.expression_loss(jnp.asarray(exp))
     assert _scalar_f32(got) == pytest.approx(np.abs(exp).sum(-1).mean(), rel=1e-5)
+
+
+def test_head_translation_compares_x_and_y_only_and_stops_the_target_gradient():
+    t = jnp.array([[0.1, -0.2, 5.0], [0.0, 0.3, -7.0]])
+    target = jnp.array([[0.0, 0.0], [0.1, 0.1]])
+    # (|0.1| + |-0.2| + |-0.1| + |0.2|) / 2; depth (5, -7) is free
+    np.testing.assert_allclose(losses.head_translation_loss(t, target), 0.3, rtol=1e-6)
+    grad = jax.grad(losses.head_translation_loss, argnums=1)(t, target)
+    np.testing.assert_array_equal(grad, 0.0)

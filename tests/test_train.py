@@ -80,6 +80,8 @@ def test_training_logs_scalars_images_and_checkpoints(uninterrupted):
     saved = sorted({*range(EVERY, STEPS + 1, EVERY), STEPS})
     assert finished_checkpoints(workdir) == saved[-3:]  # keep=3 (tiny: 6, 9, 10)
     assert all(np.isfinite(m["generator_total"]) for m in metrics.values())
+    # the true pose and head centre teach the estimator (tiny config)
+    assert metrics[1]["headpose"] > 0 and metrics[1]["head_translation"] > 0
     events = list(workdir.glob("events.out.tfevents.*"))
     assert events, "no TensorBoard event file"
     from tensorboard.backend.event_processing import event_accumulator
@@ -191,6 +193,11 @@ def test_headpose_teacher_is_checked_against_the_data():
     loss.headpose_teacher = "hopnet"
     with pytest.raises(ValueError, match="must be one of .*got 'hopnet'"):
         check_headpose_teacher(loss, "synthetic")
+    loss.headpose_teacher, loss.head_translation = "hopenet", 1.0
+    check_headpose_teacher(loss, "synthetic")
+    with pytest.raises(ValueError, match="head_translation=1.0 needs true head centres.*"
+                                         "got 'vox'.*head_translation=0"):
+        check_headpose_teacher(loss, "vox")
 
 
 def test_deterministic_reductions_refuse_sharded_parameters():
