@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> Path:
     opts = options_from_args(args)
     if args.batch_size < 1:
         raise _fail(f"--batch-size must be >= 1, got {args.batch_size}")
-    from asrth_jax.config_lib import load_config_file
+    from asrth_jax.config_lib import ConfigError, load_config_file
 
     try:
         check_options(opts)
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> Path:
         animator = load_animator(config, checkpoint=args.checkpoint,
                                  torch_checkpoint=args.torch_checkpoint, dtype=args.dtype,
                                  batch_size=args.batch_size, config_name=args.config)
-    except AnimateError as err:
+    except (AnimateError, ConfigError) as err:
         raise _fail(str(err)) from None
 
     from tqdm import tqdm

@@ -160,14 +160,14 @@ def main(argv: list[str] | None = None) -> None:
         import gradio  # noqa: F401
     except ImportError:
         raise SystemExit("error: the web app needs gradio: pip install -e '.[app]'") from None
-    from asrth_jax.config_lib import load_config_file
+    from asrth_jax.config_lib import ConfigError, load_config_file
 
-    config = load_config_file(args.config)
     try:
+        config = load_config_file(args.config)
         animator = animate.load_animator(
             config, checkpoint=args.checkpoint, torch_checkpoint=args.torch_checkpoint,
             dtype=args.dtype, batch_size=args.batch_size, config_name=args.config)
-    except animate.AnimateError as err:
+    except (animate.AnimateError, ConfigError) as err:
         raise SystemExit(f"error: {err}") from None
     workdir = Path(tempfile.mkdtemp(prefix="asrth_app_"))
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)

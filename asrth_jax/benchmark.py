@@ -136,7 +136,7 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
                     probe_batch: int = 4) -> dict[str, Any]:
     """`batch` 0 means the largest batch XLA's memory plan says fits the device."""
     from asrth_jax import sharding
-    from asrth_jax.train_step import Trainer
+    from asrth_jax.train_step import TrainSetup
 
     # Refused before the minutes of initialisation a trainer costs.
     limit = memory_limit_bytes(jax.devices()[0]) if batch == 0 else None
@@ -148,8 +148,8 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
     if batch:  # refused before the trainer is built, not at the first compile
         sharding.check_batch_divides(batch, mesh)
     progress(f"building the trainer ({jax.default_backend()}, {jax.device_count()} devices)")
-    trainer = Trainer(config, mesh,
-                      random_frozen_networks(config.loss) if random_perceptual else None)
+    trainer = TrainSetup(config, mesh,
+                         random_frozen_networks(config.loss) if random_perceptual else None)
     state = jax.block_until_ready(trainer.init_state(config.seed))
     progress("parameters initialised")
     rng = np.random.default_rng(0)
@@ -159,7 +159,7 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
         sharding.check_batch_divides(global_batch, mesh)
         local = {k: rng.uniform(size=(global_batch // jax.process_count(), size, size, 3))
                  .astype(np.float32) for k in ("source", "source_lq", "driving")}
-        if trainer.pose_from_data:
+        if trainer.defs.pose_from_data:
             local["driving_pose"] = rng.uniform(-30, 30, size=(global_batch // jax.process_count(),
                                                               3)).astype(np.float32)
         data = trainer.shard_batch(local)
@@ -330,14 +330,17 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from asrth_jax import cli_args
-    from asrth_jax.config_lib import load_config_file
+    from asrth_jax.config_lib import ConfigError, load_config_file
 
     args = _parse(argv)
     try:
         _check_args(args)
     except ValueError as exc:
         raise cli_args.fail(str(exc)) from None
-    config = load_config_file(args.config)
+    try:
+        config = load_config_file(args.config)
+    except ConfigError as exc:
+        raise cli_args.fail(str(exc)) from None
     batch = config.train.global_batch_size if args.batch is None else args.batch
     if batch == 0 and args.inference_only:
         raise cli_args.fail("--batch 0 sizes the train step; give --batch N with "

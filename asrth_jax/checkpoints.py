@@ -2,26 +2,33 @@
 
 A checkpoint directory is an Orbax `CheckpointManager` directory. Each step holds the
 item `models` (pure-dict NNX state of the generator side and the discriminator);
-training steps add `optimizer`, `meta` and `data` (see `asrth_jax/train.py`). A
+training steps add `optimizer`, `meta` and `data` (`TrainCheckpointer`, which maps the
+train state to these items and back; this module owns the whole layout). A
 converted release checkpoint is step 0 with `models` only, so `animate`, `evaluate`
 and `train` (for fine-tuning) restore it the same way.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
+from asrth_jax import errors
+
+if TYPE_CHECKING:
+    from asrth_jax.train_step import TrainState
+
 MODELS_ITEM = "models"
 
 
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used as asked; the message is one line for the user."""
+CheckpointError = errors.CheckpointError  # re-exported beside its subclasses below
 
 
 class DamagedCheckpointError(CheckpointError):
@@ -224,3 +231,133 @@ def restore_models(directory: str, generator_side: nnx.Module,
             raise DamagedCheckpointError(directory, step, reason, hint) from None
     load_model_state(generator_side, discriminator, restored)
     return step
+
+
+# ==================================================================== training runs
+def state_to_items(state: TrainState) -> dict[str, Any]:
+    """Train state -> checkpoint items `models` (the layout of `model_state`, so animate
+    and evaluate read training runs directly), `optimizer` and `meta`."""
+    models = {
+        "generator_side": nnx.merge_state(state.gen_params, state.gen_rest),
+        "discriminator": nnx.merge_state(state.disc_params, state.disc_rest),
+    }
+    return {
+        MODELS_ITEM: {k: v.to_pure_dict() for k, v in models.items()},
+        "optimizer": {"gen_opt": state.gen_opt, "disc_opt": state.disc_opt},
+        "meta": {"step": state.step, "rng": state.rng},
+    }
+
+
+def items_to_state(items: dict[str, Any], abstract_state: TrainState) -> TrainState:
+    """Restored `state_to_items` output -> train state (structure from `abstract_state`)."""
+    split = {}
+    for side, key in (("gen", "generator_side"), ("disc", "discriminator")):
+        merged = nnx.merge_state(getattr(abstract_state, f"{side}_params"),
+                                 getattr(abstract_state, f"{side}_rest"))
+        nnx.replace_by_pure_dict(merged, items[MODELS_ITEM][key])
+        split[f"{side}_params"], split[f"{side}_rest"] = nnx.split_state(merged, nnx.Param, ...)
+    return abstract_state.replace(
+        step=items["meta"]["step"], rng=items["meta"]["rng"],
+        gen_opt=items["optimizer"]["gen_opt"], disc_opt=items["optimizer"]["disc_opt"], **split)
+
+
+class ResumeError(CheckpointError):
+    """A training workdir whose checkpoints cannot be resumed (one line)."""
+
+
+class TrainCheckpointer:
+    """A training run's checkpoints: Orbax `CheckpointManager` over the items `models`,
+    `optimizer`, `meta` (`state_to_items`) and `data` (the Grain iterator's position),
+    saved asynchronously, the newest `keep` kept."""
+
+    ITEMS = (MODELS_ITEM, "optimizer", "meta", "data")
+
+    def __init__(self, workdir: str, keep: int, abstract_state: TrainState, data_iterator):
+        """`abstract_state`: shapes, dtypes and shardings to restore into."""
+        self.workdir = workdir
+        self.abstract_state = abstract_state
+        self.data_iterator = data_iterator
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=True, save_interval_steps=1)
+        self.directory = (os.path.join(workdir, "checkpoints") if "://" in workdir
+                          else os.path.abspath(os.path.join(workdir, "checkpoints")))
+        self.manager = ocp.CheckpointManager(self.directory, item_names=self.ITEMS,
+                                             options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: TrainState) -> None:
+        from data_pipelines import state as data_state
+
+        items = {k: ocp.args.StandardSave(v) for k, v in state_to_items(state).items()}
+        self.manager.save(step, args=ocp.args.Composite(
+            **items, data=data_state.CheckpointSave(self.data_iterator)), force=True)
+
+    def restore(self, step: int) -> TrainState:
+        from data_pipelines import state as data_state
+
+        items = {k: ocp.args.StandardRestore(v)
+                 for k, v in state_to_items(self.abstract_state).items()}
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            **items, data=data_state.CheckpointRestore(self.data_iterator)))
+        return items_to_state({k: restored[k] for k in items}, self.abstract_state)
+
+    def restore_newest_intact(self) -> tuple[int | None, TrainState | None]:
+        """(step, state) of the newest step that restores; (None, None) when none is
+        saved. Newer damaged steps are logged and renamed `<step>.damaged` (kept for the
+        user, out of the way of the saves that will reach their step numbers again)."""
+        expected = state_to_items(self.abstract_state)[MODELS_ITEM]
+        damaged: list[tuple[int, str]] = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            state, reason = None, None
+            try:
+                check_same_model(self.directory, step, expected)
+                state = self.restore(step)
+            except ModelMismatchError as exc:
+                raise ResumeError(
+                    f"--workdir {self.workdir} holds checkpoints of another model (step "
+                    f"{step}: {exc.details}); resume with the config it was trained with, or "
+                    "pass a new --workdir") from None
+            except Exception as exc:  # noqa: BLE001 - Orbax/TensorStore raise many types
+                reason = (exc.reason if isinstance(exc, DamagedCheckpointError)
+                          else first_line(exc))
+            if _any_process(reason is not None):  # every process resumes the same step
+                damaged.append((step, reason or "unreadable on another process"))
+                continue
+            self._set_aside(damaged, step)
+            return step, state
+        if damaged:
+            raise ResumeError(
+                f"every checkpoint in {self.directory} is damaged ("
+                + "; ".join(f"step {s}: {r}" for s, r in damaged)
+                + "); nothing was deleted: move the folder aside to start afresh")
+        return None, None
+
+    def _set_aside(self, damaged: list[tuple[int, str]], resumed: int) -> None:
+        from asrth_jax import sharding
+
+        if not damaged:
+            return
+        for step, reason in damaged:
+            kept = os.path.join(self.directory, f"{step}.damaged")
+            if jax.process_index() == 0:
+                kept = set_aside(self.directory, step)
+            logging.warning("checkpoint step %d in %s is damaged (%s); kept it as %s and "
+                            "resuming from step %d", step, self.directory, reason, kept,
+                            resumed)
+        sharding.process_barrier("damaged_checkpoints_set_aside")
+        self.manager.reload()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _any_process(flag: bool) -> bool:
+    """`flag` on any process (all processes get the same answer)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.array(flag))))

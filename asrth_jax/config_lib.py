@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from asrth_jax import errors
+
 # Exactly the released AdaSR model (`config/mix-resolution.yml` of the reference).
 RELEASED_MODEL = {
     "common": {"num_kp": 15, "image_channel": 3, "feature_channel": 32},
@@ -160,8 +162,7 @@ def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
-class ConfigError(ValueError):
-    """A config file or value that cannot be used; the message is one line."""
+ConfigError = errors.ConfigError  # re-exported: config problems are raised from here
 
 
 def check_config_file(path: str) -> None:
@@ -192,13 +193,11 @@ def check_config_file(path: str) -> None:
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
-    """Runs a config file's `get_config()`; a missing or broken file is one clear error."""
+    """Runs a config file's `get_config()`; a missing or broken file, or a misspelt key,
+    is a one-line ConfigError."""
     import importlib.util
 
-    try:
-        check_config_file(path)
-    except ConfigError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    check_config_file(path)
     spec = importlib.util.spec_from_file_location("_asrth_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -206,7 +205,7 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
         return module.get_config()
     except (AttributeError, KeyError) as exc:  # a misspelt key in a locked ConfigDict
         message = " ".join(str(exc).replace("\\n", " ").split())
-        raise SystemExit(f"error: config file {path}: unknown key {message}") from None
+        raise ConfigError(f"config file {path}: unknown key {message}") from None
 
 
 def _is_number(value) -> bool:
@@ -269,3 +268,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(problems[0] + more)
+
+
+def check_training_config(config: ml_collections.ConfigDict) -> None:
+    """The one validation pass of a training config, before anything is built: values
+    (`validate`), then each part against the check that lives beside the code it
+    guards (generator shape, loss teachers, training length, reductions, degradation).
+    Raises the first problem as a one-line ValueError (ConfigError where it is ours)."""
+    from asrth_jax import sharding
+    from asrth_jax.models.generator import check_num_down_blocks
+    from asrth_jax.schedule import check_training_length
+    from asrth_jax.train_step import check_teachers
+    from data_pipelines.degradation import validate_config as check_degradation
+
+    validate(config)
+    check_num_down_blocks(config.model.generator.num_down_blocks)
+    check_teachers(config.loss, config.data.kind)
+    check_training_length(config)
+    sharding.check_deterministic_reductions(config.mesh)
+    check_degradation(config.data.degradation)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
+from asrth_jax.errors import ConfigError
 from asrth_jax.torch_files import TorchFileError, as_array, read_torch_file
 
 # Torch Sequential children named like '3dr0', 'down1', 'b5_3' become list indices.
@@ -325,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.torch_checkpoint:
             return _convert_torch_file(args)
         return _convert_weights_file(args)
-    except (ConversionError, TorchFileError, OutputError) as exc:
+    except (ConversionError, TorchFileError, OutputError, ConfigError) as exc:
         raise SystemExit(f"error: {exc}") from None
 
 

@@ -51,6 +51,7 @@ from asrth_jax import akd, cli_args, media, metrics, motion_metrics
 
 PSNR_CAP_DB = 100.0  # identical frames (copy-source at t=0) would give +inf
 REFERENCE_PREFIXES = ("", "copy_", "no_motion_")  # model, copy-source, no-motion columns
+PREFIXES = dict(zip(metrics.REFERENCES, REFERENCE_PREFIXES, strict=True))
 OUTPUT_FILES = ("per_video.csv", "summary.json", "contact_sheet.png")
 SYNTHETIC = "synthetic"  # --data value: the config's synthetic test identities
 HIGHER_IS_BETTER = {**metrics.HIGHER_IS_BETTER, **motion_metrics.HIGHER_IS_BETTER}
@@ -206,24 +207,14 @@ class _Cases:
 
 def _motion_scores(gt: dict[str, np.ndarray], fields: tuple, images: tuple,
                    target: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Motion metrics of n rows from their ground truth (`motion_metrics.ground_truth`).
-
-    `fields` the model's and no-motion's deformations; `images` (model, copy-source,
-    no-motion) predictions. Copy-source moves nothing: its landmark error is the
-    identity-motion error. Returns {prefix: {metric: (n,)}} and where the model sends
-    the driving landmarks (n, L, 2).
-    """
-    src_lm, drv_lm, src_mask, drv_mask = (gt[k] for k in motion_metrics.TRUTH_KEYS)
-    size = target.shape[1:3]
-    sent = np.asarray(motion_metrics.transferred_landmarks(fields[0], drv_lm, size))
-    errors = (np.asarray(motion_metrics.landmark_distance(sent, src_lm)),
-              np.asarray(motion_metrics.identity_motion_error(src_lm, drv_lm)),
-              np.asarray(motion_metrics.landmark_transfer_error(fields[1], src_lm, drv_lm,
-                                                                size)))
-    scores = {prefix: {"landmark_error": error, "moving_l1": np.asarray(
-        motion_metrics.moving_l1(image, target, src_mask, drv_mask))}
-        for prefix, error, image in zip(REFERENCE_PREFIXES, errors, images, strict=True)}
-    return scores, sent
+    """`metrics.motion_scores` of n rows from their ground truth
+    (`motion_metrics.ground_truth`), keyed by column prefix; and where the model sends
+    the driving landmarks (n, L, 2), for the contact sheet."""
+    scores = metrics.motion_scores(gt, fields, images, target)
+    sent = np.asarray(motion_metrics.transferred_landmarks(
+        fields[0], gt["driving_landmarks"], target.shape[1:3]))
+    return {PREFIXES[name]: {k: np.asarray(v) for k, v in values.items()}
+            for name, values in scores.items()}, sent
 
 
 def evaluate(animator: Any, data: tuple, *, cases: int = 3,
@@ -334,16 +325,14 @@ def evaluate(animator: Any, data: tuple, *, cases: int = 3,
         "source": "degraded (config.data.degradation)" if degraded_source else "clean frame 0",
         "num_videos": len(rows_out),
         "num_frames": num_frames,
-        "metrics": {m: {"model": _mean(everything[m]),
-                        "copy_source": _mean(everything[f"copy_{m}"]),
-                        "no_motion": _mean(everything[f"no_motion_{m}"]),
+        "metrics": {m: {**{ref: _mean(everything[f"{prefix}{m}"])
+                           for ref, prefix in PREFIXES.items()},
                         "higher_is_better": HIGHER_IS_BETTER[m]}
                     for m in metric_names},
         "unavailable": unavailable,
         **({"akd_missing_rate": {
             ref: float(np.mean(np.isnan(everything[f"{prefix}akd"])))
-            for ref, prefix in (("model", ""), ("copy_source", "copy_"),
-                                ("no_motion", "no_motion_"))}}
+            for ref, prefix in PREFIXES.items()}}
            if "akd" in metric_names else {}),
         **({"motion_metrics": MOTION_NOTE} if truth is not None else {}),
         "psnr_cap_db": PSNR_CAP_DB,
@@ -402,15 +391,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"note: {akd_why}; evaluating without AKD", file=sys.stderr)
 
     from asrth_jax import inference
-    from asrth_jax.config_lib import load_config_file
+    from asrth_jax.config_lib import ConfigError, load_config_file
 
-    config = load_config_file(args.config)
     try:
+        config = load_config_file(args.config)
         configure_data(config.data, args.data, max_videos=args.max_videos,
                        max_frames=args.max_frames, batch_size=args.batch_size,
                        degraded_source=args.degraded_source)
         data = open_eval_data(config.data, config.data.eval.batch_size)
-    except EvaluateError as err:
+    except (EvaluateError, ConfigError) as err:
         raise cli_args.fail(str(err)) from None
     try:
         model = inference.load_generator_side(

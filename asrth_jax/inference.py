@@ -426,9 +426,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batches", type=int, default=3, help="timed batches per size")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     args = parser.parse_args(argv)
-    from asrth_jax.config_lib import load_config_file
+    from asrth_jax import cli_args
+    from asrth_jax.config_lib import ConfigError, load_config_file
 
-    config = load_config_file(args.config)
+    try:
+        config = load_config_file(args.config)
+    except ConfigError as exc:
+        raise cli_args.fail(str(exc)) from None
     model = adasr.build_generator(config.model, dtype=args.dtype)
     results = []
     for bs in (int(b) for b in args.batch_sizes.split(",")):

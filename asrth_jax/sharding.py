@@ -7,13 +7,16 @@ also split parameters and optimiser state). The batch is split over both axes.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+if TYPE_CHECKING:
+    from asrth_jax.train_step import TrainState
 
 MESH_AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
@@ -59,20 +62,23 @@ def fsdp_spec(shape: tuple[int, ...], fsdp_size: int) -> P:
     return P()
 
 
-def state_shardings(abstract_state: Any, mesh: Mesh, shard_params: bool) -> Any:
-    """Shardings for a train-state pytree: parameters and optimiser moments follow
+def state_shardings(abstract_state: TrainState, mesh: Mesh, shard_params: bool) -> TrainState:
+    """Shardings for a `TrainState`: parameters and optimiser moments follow
     `fsdp_spec` when `shard_params`, everything else (step, rng, BatchNorm statistics,
     spectral vectors) is replicated."""
     fsdp_size = mesh.shape["fsdp"]
-    sharded_keys = ("gen_params", "disc_params", "gen_opt", "disc_opt")
+    replicated = jax.tree.map(lambda _: NamedSharding(mesh, P()), abstract_state)
+    if not shard_params:
+        return replicated
 
-    def leaf_sharding(path, leaf):
-        top = path[0].key if hasattr(path[0], "key") else None
-        if shard_params and top in sharded_keys:
-            return NamedSharding(mesh, fsdp_spec(tuple(leaf.shape), fsdp_size))
-        return NamedSharding(mesh, P())
+    def spread(tree: Any) -> Any:
+        return jax.tree.map(
+            lambda leaf: NamedSharding(mesh, fsdp_spec(tuple(leaf.shape), fsdp_size)), tree)
 
-    return jax.tree_util.tree_map_with_path(leaf_sharding, abstract_state)
+    return replicated.replace(
+        gen_params=spread(abstract_state.gen_params), gen_opt=spread(abstract_state.gen_opt),
+        disc_params=spread(abstract_state.disc_params),
+        disc_opt=spread(abstract_state.disc_opt))
 
 
 def process_barrier(name: str, timeout_s: float = 1800.0) -> None:

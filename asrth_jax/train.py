@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import signal
 import sys
 import time
@@ -142,7 +141,7 @@ def _eval_batch(ds, index: int, per_host: int, truth) -> tuple[dict[str, np.ndar
     return local, n
 
 
-def evaluate(trainer, state, config) -> dict[str, float]:
+def evaluate(setup, state, config) -> dict[str, float]:
     """Reconstruction protocol on held-out videos: mean L1/PSNR/SSIM and their
     copy-the-source floor, and on synthetic data the motion metrics (landmark transfer
     error, moving-region L1). Partial batches are padded and masked."""
@@ -158,9 +157,9 @@ def evaluate(trainer, state, config) -> dict[str, float]:
         local, n = _eval_batch(ds, index, per_host, truth)
         mask = np.zeros((per_host,), np.float32)
         mask[:n] = 1.0
-        args = (state, trainer.shard_batch(local),
-                jax.make_array_from_process_local_data(trainer.batch_sharding, mask))
-        values = jax.device_get(trainer.compiled("eval", trainer.eval_step, *args)(*args))
+        args = (state, setup.shard_batch(local),
+                jax.make_array_from_process_local_data(setup.batch_sharding, mask))
+        values = jax.device_get(setup.compiled("eval", setup.eval_step, *args)(*args))
         for key, value in values.items():
             sums[key] = sums.get(key, 0.0) + float(value)
     count = sums.pop("count", 0.0)
@@ -169,7 +168,7 @@ def evaluate(trainer, state, config) -> dict[str, float]:
     return {f"eval/{k}": v / count for k, v in sums.items()}
 
 
-def eval_image_grid(trainer, state, config) -> np.ndarray | None:
+def eval_image_grid(setup, state, config) -> np.ndarray | None:
     """The image grid of the first evaluation batch with the landmark-transfer column, on
     synthetic data (None for real data: it has no true landmarks). Runs the train loop's
     compiled visual step (same images-only batch), so it costs one forward pass."""
@@ -177,120 +176,13 @@ def eval_image_grid(trainer, state, config) -> np.ndarray | None:
     if truth is None:
         return None
     local, _ = _eval_batch(ds, 0, per_host, truth)
-    batch = trainer.shard_batch({k: local[k] for k in BATCH_KEYS})
-    visual_step = trainer.compiled("visual", trainer.visual_step, state, batch)
+    batch = setup.shard_batch({k: local[k] for k in BATCH_KEYS})
+    visual_step = setup.compiled("visual", setup.visual_step, state, batch)
     visuals = jax.device_get(visual_step(state, batch))
     host = {k: np.asarray(v, np.float32) / (255.0 if v.dtype == np.uint8 else 1.0)
             for k, v in local.items() if k in BATCH_KEYS}
     host.update({k: local[k] for k in local if k not in BATCH_KEYS})
     return make_image_grid(host, visuals)
-
-
-class Checkpointer:
-    """Orbax CheckpointManager over (models, optimizer, meta, data) items."""
-
-    def __init__(self, workdir: str, config, trainer, data_iterator):
-        import orbax.checkpoint as ocp
-
-        from data_pipelines import state as data_state
-
-        self.ocp = ocp
-        self.data_state = data_state
-        self.trainer = trainer
-        self.data_iterator = data_iterator
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=config.checkpoint.keep, enable_async_checkpointing=True,
-            save_interval_steps=1)
-        self.workdir = workdir
-        self.directory = (os.path.join(workdir, "checkpoints") if "://" in workdir
-                          else os.path.abspath(os.path.join(workdir, "checkpoints")))
-        self.manager = ocp.CheckpointManager(
-            self.directory, item_names=("models", "optimizer", "meta", "data"),
-            options=options)
-
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
-
-    def save(self, step: int, state) -> None:
-        items = self.trainer.state_to_items(state)
-        args = self.ocp.args.Composite(
-            models=self.ocp.args.StandardSave(items["models"]),
-            optimizer=self.ocp.args.StandardSave(items["optimizer"]),
-            meta=self.ocp.args.StandardSave(items["meta"]),
-            data=self.data_state.CheckpointSave(self.data_iterator))
-        self.manager.save(step, args=args, force=True)
-
-    def restore(self, step: int):
-        abstract = self.trainer.abstract_items()
-        args = self.ocp.args.Composite(
-            models=self.ocp.args.StandardRestore(abstract["models"]),
-            optimizer=self.ocp.args.StandardRestore(abstract["optimizer"]),
-            meta=self.ocp.args.StandardRestore(abstract["meta"]),
-            data=self.data_state.CheckpointRestore(self.data_iterator))
-        restored = self.manager.restore(step, args=args)
-        return self.trainer.items_to_state(
-            {k: restored[k] for k in ("models", "optimizer", "meta")})
-
-    def restore_newest_intact(self) -> tuple[int | None, Any]:
-        """(step, state) of the newest step that restores; (None, None) when none is
-        saved. Newer damaged steps are logged and renamed `<step>.damaged` (kept for the
-        user, out of the way of the saves that will reach their step numbers again)."""
-        from asrth_jax import checkpoints
-
-        expected = self.trainer.abstract_items()["models"]
-        damaged: list[tuple[int, str]] = []
-        for step in sorted(self.manager.all_steps(), reverse=True):
-            state, reason = None, None
-            try:
-                checkpoints.check_same_model(self.directory, step, expected)
-                state = self.restore(step)
-            except checkpoints.ModelMismatchError as exc:
-                raise StopTraining(
-                    f"--workdir {self.workdir} holds checkpoints of another model (step "
-                    f"{step}: {exc.details}); resume with the config it was trained with, or "
-                    "pass a new --workdir") from None
-            except Exception as exc:  # noqa: BLE001 - Orbax/TensorStore raise many types
-                reason = (exc.reason if isinstance(exc, checkpoints.DamagedCheckpointError)
-                          else checkpoints.first_line(exc))
-            if _any_process(reason is not None):  # every process resumes the same step
-                damaged.append((step, reason or "unreadable on another process"))
-                continue
-            self._set_aside(damaged, step)
-            return step, state
-        if damaged:
-            raise StopTraining(
-                f"every checkpoint in {self.directory} is damaged ("
-                + "; ".join(f"step {s}: {r}" for s, r in damaged)
-                + "); nothing was deleted: move the folder aside to start afresh")
-        return None, None
-
-    def _set_aside(self, damaged: list[tuple[int, str]], resumed: int) -> None:
-        from asrth_jax import checkpoints, sharding
-
-        if not damaged:
-            return
-        for step, reason in damaged:
-            kept = os.path.join(self.directory, f"{step}.damaged")
-            if jax.process_index() == 0:
-                kept = checkpoints.set_aside(self.directory, step)
-            logging.warning("checkpoint step %d in %s is damaged (%s); kept it as %s and "
-                            "resuming from step %d", step, self.directory, reason, kept,
-                            resumed)
-        sharding.process_barrier("damaged_checkpoints_set_aside")
-        self.manager.reload()
-
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
-
-
-def _any_process(flag: bool) -> bool:
-    """`flag` on any process (all processes get the same answer)."""
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
-
-    return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
 
 
 def all_finite(metrics: dict[str, float]) -> bool:
@@ -301,21 +193,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     """Runs (or resumes) training; returns the last logged scalars."""
     from asrth_jax import config_lib, sharding
     from asrth_jax import workdir as workdir_lib
-    from asrth_jax.models.generator import check_num_down_blocks
-    from asrth_jax.schedule import check_training_length
-    from asrth_jax.train_step import check_teachers
-    from data_pipelines.degradation import validate_config as check_degradation
 
     # Everything checkable is checked before anything is created.
     try:
-        config_lib.validate(config)
+        config_lib.check_training_config(config)
         mesh = sharding.make_mesh(config.mesh)
         sharding.check_batch_divides(config.train.global_batch_size, mesh)
-        check_num_down_blocks(config.model.generator.num_down_blocks)
-        check_teachers(config.loss, config.data.kind)
-        check_training_length(config)
-        sharding.check_deterministic_reductions(config.mesh)
-        check_degradation(config.data.degradation)
         workdir_lib.check_workdir(workdir)
     except (ValueError, workdir_lib.WorkdirError) as exc:
         raise StopTraining(str(exc)) from None
@@ -330,9 +213,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 def _train(config, workdir: str, mesh) -> dict[str, Any]:
     from clu import metric_writers, parameter_overview, periodic_actions
 
-    from asrth_jax import memory_fit
+    from asrth_jax import checkpoints, memory_fit
     from asrth_jax.schedule import resolve_epochs
-    from asrth_jax.train_step import Trainer, lr_schedule
+    from asrth_jax.train_step import TrainSetup, lr_schedule
     from data_pipelines.pipeline import make_pair_source, make_train_loader
 
     is_chief = jax.process_index() == 0
@@ -347,24 +230,30 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
     data_iterator = make_train_loader(
         config.data, seed=config.seed, global_batch_size=config.train.global_batch_size,
         shard_index=jax.process_index(), shard_count=jax.process_count(), source=source)
-    trainer = Trainer(config, mesh)
+    setup = TrainSetup(config, mesh)
     schedule = lr_schedule(config.optim)
     logging.info("perceptual network: %s; head-pose loss weight: %s (teacher: %s)",
-                 config.loss.perceptual_network, trainer.headpose_weight,
+                 config.loss.perceptual_network, setup.headpose_weight,
                  config.loss.headpose_teacher)
-    checkpointer = Checkpointer(workdir, config, trainer, data_iterator)
-    latest, state = checkpointer.restore_newest_intact()
+    checkpointer = checkpoints.TrainCheckpointer(
+        workdir, config.checkpoint.keep, setup.abstract_state(with_shardings=True),
+        data_iterator)
+    try:
+        latest, state = checkpointer.restore_newest_intact()
+    except checkpoints.ResumeError as exc:
+        checkpointer.close()
+        raise StopTraining(str(exc)) from None
     if latest is not None:
         logging.info("resuming from %s at step %d", workdir, latest)
     else:
-        state = trainer.init_state(config.seed)
+        state = setup.init_state(config.seed)
         if is_chief:
-            for name, params in (("generator side", state["gen_params"]),
-                                 ("discriminator", state["disc_params"])):
+            for name, params in (("generator side", state.gen_params),
+                                 ("discriminator", state.disc_params)):
                 logging.info("%s parameters:\n%s", name,
                              parameter_overview.get_parameter_overview(
                                  params.to_pure_dict(), include_stats=False))
-    start_step = int(jax.device_get(state["step"]))
+    start_step = int(jax.device_get(state.step))
 
     stop_signal = {"received": False}
 
@@ -388,15 +277,15 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
     try:
         while step < config.train.num_steps:
             local = next(data_iterator)
-            batch = trainer.shard_batch(local)
-            train_step = trainer.compiled("train", trainer.train_step, state, batch,
-                                          trainer.frozen_state)
+            batch = setup.shard_batch(local)
+            train_step = setup.compiled("train", setup.train_step, state, batch,
+                                          setup.frozen_state)
             if step == start_step:  # compiled, nothing run: refuse a step that cannot fit
                 try:
                     memory_fit.check_step_fits(train_step, config)
                 except memory_fit.StepTooLarge as exc:
                     raise StopTraining(str(exc)) from None
-            state, metrics = train_step(state, batch, trainer.frozen_state)
+            state, metrics = train_step(state, batch, setup.frozen_state)
             step += 1
             pending.append(metrics)
             for hook in hooks:
@@ -430,7 +319,7 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
             if step % config.log.images_every_steps == 0 or step == start_step + 1:
                 # Images only: the evaluation grid reuses this compiled program.
                 images = {k: batch[k] for k in BATCH_KEYS}
-                visual_step = trainer.compiled("visual", trainer.visual_step, state, images)
+                visual_step = setup.compiled("visual", setup.visual_step, state, images)
                 visuals = jax.device_get(visual_step(state, images))
                 local_np = {k: np.asarray(local[k], np.float32) for k in BATCH_KEYS}
                 grid = make_image_grid(local_np, visuals)
@@ -438,9 +327,9 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
                                            grid[None]})
             if config.eval.every_steps and (step % config.eval.every_steps == 0
                                             or step == config.train.num_steps):
-                eval_scalars = evaluate(trainer, state, config)
+                eval_scalars = evaluate(setup, state, config)
                 writer.write_scalars(step, eval_scalars)
-                if (grid := eval_image_grid(trainer, state, config)) is not None:
+                if (grid := eval_image_grid(setup, state, config)) is not None:
                     writer.write_images(step, {EVAL_GRID_TAG: grid[None]})
                 last_scalars.update(eval_scalars)
                 if is_chief:

@@ -1,6 +1,17 @@
-"""The AdaSR update: one jitted, pure function over `nnx.split` state.
+"""The AdaSR update: pure functions of a typed train state (Flax examples' layout).
 
-One call does the generator-side update (generator, keypoint detector and head-pose
+- `TrainState`: what training updates (step, rng, parameters and the rest of the
+  generator side and of the discriminator, both optimiser states); checkpoints map it
+  to their items in `asrth_jax.checkpoints`.
+- `StepDefs` (`make_step_defs`): what is static (graph definitions, optimisers, the
+  resolved loss weights), closed over with `functools.partial`.
+- `init_state`, `train_step`, `eval_step`, `visual_step`: module-level and pure; the
+  losses are one small function per family (reconstruction, adversarial,
+  equivariance, pose).
+- `TrainSetup`: jits them with their shardings for one run and caches the
+  ahead-of-time compiles (with a process barrier).
+
+One call of `train_step` does the generator-side update (generator, keypoint detector and head-pose
 estimator share one Adam: Adam is per-parameter, so one optimiser over the three
 equals the reference's three optimisers with equal hyper-parameters) and then the
 discriminator update on the detached prediction. Shardings are explicit: the batch
@@ -10,8 +21,8 @@ are means over the global batch because the step is written for the global array
 
 With `config.mesh.deterministic_reductions` the same step runs per device under
 `shard_map` instead, and every sum across devices (gradients, losses, BatchNorm
-statistics) is `sharding.ordered_sum`: the losses are then bit-equal whether the
-devices sit in one process or several.
+statistics, the latter given to each BatchNorm explicitly) is `sharding.ordered_sum`:
+the losses are then bit-equal whether the devices sit in one process or several.
 """
 
 from __future__ import annotations
@@ -26,11 +37,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from flax import nnx
+from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from asrth_jax import losses, motion_metrics, sharding
+from asrth_jax import losses, metrics, motion_metrics, sharding
 from asrth_jax.models import adasr, blocks
 from asrth_jax.models.head_pose import head_pose_degrees, transform_keypoints
 from asrth_jax.models.hopenet import hopenet_preprocess
@@ -155,54 +166,351 @@ def _at_this_trace(tree):
     return jax.tree.map(lambda x: x, tree)
 
 
-class Trainer:
-    """Holds what is static for a run (graph definitions, optimisers, shardings) and
-    builds the jitted train and eval steps."""
+# ==================================================================== the state
+@struct.dataclass
+class TrainState:
+    """Everything a training run updates: the checkpoint holds exactly this
+    (`asrth_jax.checkpoints.state_to_items` maps it to the saved items)."""
+
+    step: jax.Array  # () int32: updates done
+    rng: jax.Array  # threefry key of the train-time stream (equivariance warps)
+    gen_params: nnx.State  # generator side (generator, keypoint detector, head pose)
+    gen_rest: nnx.State  # its BatchNorm statistics
+    disc_params: nnx.State
+    disc_rest: nnx.State  # spectral-norm vectors
+    gen_opt: optax.OptState
+    disc_opt: optax.OptState
+
+
+@dataclasses.dataclass(frozen=True)
+class StepDefs:
+    """What is static inside the step functions: graph definitions, optimisers and
+    the resolved loss weights (closed over by `functools.partial`, never traced)."""
+
+    config: ml_collections.ConfigDict
+    gen_def: nnx.GraphDef
+    disc_def: nnx.GraphDef
+    perceptual_def: nnx.GraphDef
+    hopenet_def: nnx.GraphDef | None
+    gen_tx: optax.GradientTransformation
+    disc_tx: optax.GradientTransformation
+    headpose_weight: float
+
+    @property
+    def pose_from_data(self) -> bool:
+        """The head-pose loss is taught by the true poses the batch carries."""
+        return bool(self.headpose_weight) and self.config.loss.headpose_teacher == "data"
+
+
+def make_step_defs(config: ml_collections.ConfigDict, frozen: FrozenNetworks
+                   ) -> tuple[StepDefs, dict[str, nnx.State]]:
+    """The step's static parts and the frozen networks' state (a step argument)."""
+    dtype = config.train.compute_dtype
+    gen = nnx.eval_shape(lambda: adasr.build_generator(
+        config.model, dtype=dtype, remat=config.train.remat))
+    disc = nnx.eval_shape(lambda: adasr.build_discriminator(config.model, dtype=dtype))
+    perceptual_def, perceptual_state = nnx.split(frozen.perceptual)
+    frozen_state = {"perceptual": perceptual_state}
+    hopenet_def = None
+    if frozen.hopenet is not None:
+        hopenet_def, frozen_state["hopenet"] = nnx.split(frozen.hopenet)
+    defs = StepDefs(
+        config=config,
+        gen_def=nnx.split(gen, nnx.Param, ...)[0],
+        disc_def=nnx.split(disc, nnx.Param, ...)[0],
+        perceptual_def=perceptual_def,
+        hopenet_def=hopenet_def,
+        gen_tx=make_optimizer(config.optim, config.train.grad_clip_norm),
+        disc_tx=make_optimizer(config.optim, config.train.grad_clip_norm),
+        headpose_weight=headpose_weight(config.loss, frozen.hopenet is not None))
+    return defs, frozen_state
+
+
+def init_state(defs: StepDefs, seed: jax.Array) -> TrainState:
+    """Freshly initialised networks and optimisers (pure: jit it)."""
+    # Weights from the cheap-to-compile rbg generator (see adasr._jit_init); the
+    # train-time key stream stays threefry so it is identical on every backend.
+    gen_key, disc_key = jax.random.split(jax.random.key(seed, impl="unsafe_rbg"))
+    cfg = defs.config
+    gen = adasr.build_generator(cfg.model, seed=gen_key, dtype=cfg.train.compute_dtype,
+                                remat=cfg.train.remat)
+    disc = adasr.build_discriminator(cfg.model, seed=disc_key, dtype=cfg.train.compute_dtype)
+    _, gen_params, gen_rest = nnx.split(gen, nnx.Param, ...)
+    _, disc_params, disc_rest = nnx.split(disc, nnx.Param, ...)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), rng=jax.random.PRNGKey(seed),
+        gen_params=gen_params, gen_rest=gen_rest,
+        disc_params=disc_params, disc_rest=disc_rest,
+        gen_opt=defs.gen_tx.init(gen_params), disc_opt=defs.disc_tx.init(disc_params))
+
+
+def models(defs: StepDefs, state: TrainState) -> tuple[nnx.Module, nnx.Module]:
+    """Live modules (generator side, discriminator) holding the state's values."""
+    return (nnx.merge(defs.gen_def, state.gen_params, state.gen_rest),
+            nnx.merge(defs.disc_def, state.disc_params, state.disc_rest))
+
+
+# ==================================================================== loss terms
+# Each adds its weighted terms to `terms` in the order the total sums them.
+def _reconstruction_terms(defs: StepDefs, frozen: dict[str, nnx.State], prediction: jax.Array,
+                          driving: jax.Array, terms: dict[str, jax.Array]) -> None:
+    cfg = defs.config.loss
+    perceptual = nnx.merge(defs.perceptual_def, frozen["perceptual"])
+    terms["perceptual"] = losses.perceptual_pyramid_loss(
+        perceptual, prediction, driving, scales=tuple(cfg.perceptual_scales),
+        layer_weights=tuple(cfg.perceptual))
+    if cfg.reconstruction_l1:
+        terms["reconstruction_l1"] = cfg.reconstruction_l1 * losses.l1_loss(prediction, driving)
+
+
+def _adversarial_terms(defs: StepDefs, disc: nnx.Module, prediction: jax.Array,
+                       driving: jax.Array, terms: dict[str, jax.Array]) -> None:
+    cfg = defs.config.loss
+    if not cfg.generator_gan:
+        return
+    fake = disc(prediction)
+    real = disc(driving)
+    terms["generator_gan"] = cfg.generator_gan * losses.generator_gan_loss(
+        fake["prediction_maps"], defs.config.train.gan_mode)
+    if any(cfg.feature_matching):
+        fm = jnp.zeros((), jnp.float32)
+        for real_maps, fake_maps in zip(real["feature_maps"], fake["feature_maps"],
+                                        strict=True):
+            real_maps = [jax.lax.stop_gradient(m) for m in real_maps]
+            fm = fm + losses.feature_matching_loss(real_maps, fake_maps,
+                                                   tuple(cfg.feature_matching))
+        terms["feature_matching"] = fm
+
+
+def equivariance_transforms(loss: ml_collections.ConfigDict, key: jax.Array, local_batch: int,
+                            batch_shards: int):
+    """Random warps drawn for the global batch, then this shard's rows: each example
+    gets the same warp however the batch is split."""
+    params = sample_transform_params(key, local_batch * batch_shards, loss.sigma_affine,
+                                     loss.sigma_tps, loss.points_tps)
+    if batch_shards == 1:
+        return params
+    start = jax.lax.axis_index(sharding.BATCH_AXES) * local_batch
+    rows = functools.partial(jax.lax.dynamic_slice_in_dim, start_index=start,
+                             slice_size=local_batch)
+    return params._replace(theta=rows(params.theta), control_params=rows(params.control_params))
+
+
+def _equivariance_term(defs: StepDefs, gen: nnx.Module, out: dict[str, Any], driving: jax.Array,
+                       key: jax.Array, batch_shards: int, terms: dict[str, jax.Array]) -> None:
+    cfg = defs.config.loss
+    if not cfg.equivariance_value:
+        return
+    params = equivariance_transforms(cfg, key, driving.shape[0], batch_shards)
+    he_transformed = gen.he_estimator(transform_frame(params, driving))
+    kp_transformed = transform_keypoints(out["kp_canonical"], he_transformed)
+    terms["equivariance_value"] = cfg.equivariance_value * losses.equivariance_value_loss(
+        out["kp_driving"], kp_transformed, params)
+
+
+def _pose_terms(defs: StepDefs, frozen: dict[str, nnx.State], out: dict[str, Any],
+                batch: Batch, driving: jax.Array, terms: dict[str, jax.Array]) -> None:
+    cfg = defs.config.loss
+    if cfg.keypoint_prior:
+        terms["keypoint_prior"] = cfg.keypoint_prior * losses.keypoint_prior_loss(
+            out["kp_driving"], cfg.keypoint_margin, cfg.keypoint_depth)
+    if defs.headpose_weight:
+        if defs.pose_from_data:
+            angles = batch[POSE_KEY]
+            target = {name: angles[:, i] for i, name in enumerate(("yaw", "pitch", "roll"))}
+        else:
+            hopenet = nnx.merge(defs.hopenet_def, frozen["hopenet"])
+            target = head_pose_degrees(hopenet(hopenet_preprocess(driving)))
+        terms["headpose"] = defs.headpose_weight * losses.headpose_loss(
+            out["he_driving"], target)
+    if cfg.head_translation:
+        terms["head_translation"] = cfg.head_translation * losses.head_translation_loss(
+            out["he_driving"]["t"], batch[CENTRE_KEY])
+    if cfg.expression:
+        terms["expression"] = cfg.expression * losses.expression_loss(out["he_driving"]["exp"])
+
+
+def _merge_for_training(graph_def: nnx.GraphDef, params: nnx.State, rest: nnx.State,
+                        num_devices: int) -> nnx.Module:
+    """A live module in train mode; per device (`num_devices` > 1), its BatchNorm
+    statistics are device means in device order."""
+    module = nnx.merge(graph_def, params, rest)
+    module.train()
+    if num_devices > 1:
+        blocks.set_statistics_mean(module, functools.partial(_device_mean,
+                                                             num_devices=num_devices))
+    return module
+
+
+def generator_loss(gen_params: nnx.State, state: TrainState, batch: Batch,
+                   frozen: dict[str, nnx.State], key: jax.Array, *, defs: StepDefs,
+                   num_devices: int = 1):
+    """The generator side's weighted loss (differentiated in `gen_params`), with aux
+    (terms, new BatchNorm statistics, new spectral vectors, prediction). Per device
+    (`num_devices` > 1, see `train_step`) the batch is this device's rows."""
+    gen_rest, disc_params, disc_rest = _at_this_trace(
+        (state.gen_rest, state.disc_params, state.disc_rest))
+    gen = _merge_for_training(defs.gen_def, gen_params, gen_rest, num_devices)
+    disc = _merge_for_training(defs.disc_def, disc_params, disc_rest, num_devices)
+    # As in the reference, the discriminator is in train mode here too: each of its
+    # two calls advances the spectral-norm power iteration (4 per step in all).
+    source = batch["source"].astype(jnp.float32)
+    driving = batch["driving"].astype(jnp.float32)
+    out = gen(source, driving, source_lq=batch["source_lq"].astype(jnp.float32))
+    prediction = out["prediction"]
+    terms: dict[str, jax.Array] = {}
+    _reconstruction_terms(defs, frozen, prediction, driving, terms)
+    _adversarial_terms(defs, disc, prediction, driving, terms)
+    _equivariance_term(defs, gen, out, driving, key, num_devices, terms)
+    _pose_terms(defs, frozen, out, batch, driving, terms)
+    total = sum(terms.values())
+    new_gen_rest = nnx.state(gen, nnx.Not(nnx.Param))
+    new_disc_rest = nnx.state(disc, nnx.Not(nnx.Param))
+    return total, (terms, new_gen_rest, new_disc_rest, prediction)
+
+
+def discriminator_loss(disc_params: nnx.State, disc_rest: nnx.State, driving: jax.Array,
+                       prediction: jax.Array, *, defs: StepDefs, num_devices: int = 1):
+    """The discriminator's weighted GAN loss, with its new spectral vectors as aux."""
+    disc = _merge_for_training(defs.disc_def, disc_params, _at_this_trace(disc_rest),
+                               num_devices)
+    # The reference's order: the fake batch first, then the real one (the power
+    # iteration runs once per call, so the order changes the normalised weights).
+    fake = disc(jax.lax.stop_gradient(prediction))
+    real = disc(driving)
+    loss = defs.config.loss.discriminator_gan * losses.discriminator_gan_loss(
+        real["prediction_maps"], fake["prediction_maps"], defs.config.train.gan_mode)
+    return loss, nnx.state(disc, nnx.Not(nnx.Param))
+
+
+# ==================================================================== steps
+def _device_mean(tree: Any, num_devices: int) -> Any:
+    """Inside `shard_map`: the device mean of a per-device pytree, in device order."""
+    return jax.tree.map(lambda x: x / num_devices, sharding.ordered_sum(tree))
+
+
+def train_step(defs: StepDefs, state: TrainState, batch: Batch, frozen: dict[str, nnx.State],
+               *, num_devices: int = 1) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One update: the generator side, then the discriminator on the detached
+    prediction. With `num_devices` > 1 this runs per device under `shard_map`
+    (`config.mesh.deterministic_reductions`): the batch is this device's rows, and every
+    cross-device sum (gradients, losses, BatchNorm statistics) is in device order."""
+    device_mean = functools.partial(_device_mean, num_devices=num_devices)
+    per_device = num_devices > 1
+    rng, key = jax.random.split(state.rng)
+    grad_fn = jax.value_and_grad(
+        functools.partial(generator_loss, defs=defs, num_devices=num_devices), has_aux=True)
+    (gen_loss, (terms, gen_rest, disc_rest, prediction)), gen_grads = grad_fn(
+        state.gen_params, state, batch, frozen, key)
+    if per_device:
+        gen_loss, terms, gen_grads = device_mean((gen_loss, terms, gen_grads))
+    updates, gen_opt = defs.gen_tx.update(gen_grads, state.gen_opt, state.gen_params)
+    gen_params = optax.apply_updates(state.gen_params, updates)
+
+    scalars = dict(terms)
+    scalars["generator_total"] = gen_loss
+    scalars["generator_grad_norm"] = optax.global_norm(gen_grads)
+    disc_params, disc_opt = state.disc_params, state.disc_opt
+    if defs.config.loss.generator_gan:
+        # From the spectral vectors the generator pass advanced.
+        (disc_loss, disc_rest), disc_grads = jax.value_and_grad(
+            functools.partial(discriminator_loss, defs=defs, num_devices=num_devices),
+            has_aux=True)(
+                state.disc_params, disc_rest, batch["driving"].astype(jnp.float32), prediction)
+        if per_device:
+            disc_loss, disc_grads = device_mean((disc_loss, disc_grads))
+        updates, disc_opt = defs.disc_tx.update(disc_grads, disc_opt, disc_params)
+        disc_params = optax.apply_updates(disc_params, updates)
+        scalars["discriminator_gan"] = disc_loss
+    new_state = state.replace(step=state.step + 1, rng=rng, gen_params=gen_params,
+                              gen_rest=gen_rest, disc_params=disc_params, disc_rest=disc_rest,
+                              gen_opt=gen_opt, disc_opt=disc_opt)
+    return new_state, jax.tree.map(lambda x: x.astype(jnp.float32), scalars)
+
+
+def eval_step(defs: StepDefs, state: TrainState, batch: Batch,
+              mask: jax.Array) -> dict[str, jax.Array]:
+    """The evaluation protocol (`asrth_jax.metrics`) in eval mode (running statistics):
+    masked sums over the global batch of every metric of the three references
+    (`{reference}_{metric}`: the model, copy-the-source and the no-motion rendering, the
+    source driven by itself), plus the count. Motion metrics where the batch carries the
+    synthetic ground truth. Replicated, so every host can read them."""
+    gen, _ = models(defs, state)
+    gen.eval()
+    driving = batch["driving"].astype(jnp.float32)
+    source = batch["source"].astype(jnp.float32)
+    # source_lq is the clean source unless config.eval.degraded_source (see train.py).
+    src = gen.source_state(source, batch["source_lq"].astype(jnp.float32))
+    prediction = gen.drive(src, driving)
+    still = gen.generator.decode(src["feature_3d"], src["kp"], src["kp"])
+    images = (prediction["prediction"], source, still["prediction"])
+    scores: dict[str, dict[str, jax.Array]] = {name: {} for name in metrics.REFERENCES}
+    if motion_metrics.TRUTH_KEYS[0] in batch:
+        truth = {k: batch[k] for k in motion_metrics.TRUTH_KEYS}
+        motion = metrics.motion_scores(
+            truth, (prediction["deformation"], still["deformation"]), images, driving)
+        for name in metrics.REFERENCES:
+            scores[name].update(motion[name])
+    for name, image in zip(metrics.REFERENCES, images, strict=True):
+        # Frame 0 of each video is the source itself: cap PSNR at 100 dB.
+        scores[name].update(metrics.image_scores(image, driving, psnr_floor_mse=1e-10))
+    result = {"count": mask.sum()}
+    for name, per_metric in scores.items():
+        for metric, values in per_metric.items():
+            result[f"{name}_{metric}"] = (values * mask).sum()
+    return result
+
+
+def visual_step(defs: StepDefs, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+    """Eval-mode outputs for image grids (prediction, occlusion, keypoints, and the
+    deformation for the landmark-transfer column)."""
+    gen, _ = models(defs, state)
+    gen.eval()
+    out = gen(batch["source"], batch["driving"], source_lq=batch["source_lq"])
+    return {k: out[k] for k in ("prediction", "occlusion_map", "kp_source", "kp_driving",
+                                "deformation")}
+
+
+# ==================================================================== jitted, sharded
+class TrainSetup:
+    """What is static for a run, and the step functions jitted with its shardings:
+    `train_step(state, batch, frozen_state)`, `eval_step(state, batch, mask)`,
+    `visual_step(state, batch)`; `compiled` caches their ahead-of-time compiles."""
 
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh,
                  frozen: FrozenNetworks | None = None):
         self.config = config
         self.mesh = mesh
-        dtype = config.train.compute_dtype
-        gen = nnx.eval_shape(lambda: adasr.build_generator(
-            config.model, dtype=dtype, remat=config.train.remat))
-        disc = nnx.eval_shape(lambda: adasr.build_discriminator(config.model, dtype=dtype))
-        self.gen_def, _, _ = nnx.split(gen, nnx.Param, ...)
-        self.disc_def, _, _ = nnx.split(disc, nnx.Param, ...)
         self.frozen = frozen or FrozenNetworks.from_config(config.loss)
-        self.perceptual_def, perceptual_state = nnx.split(self.frozen.perceptual)
-        self.frozen_state = {"perceptual": perceptual_state}
-        if self.frozen.hopenet is not None:
-            self.hopenet_def, self.frozen_state["hopenet"] = nnx.split(self.frozen.hopenet)
-        self.headpose_weight = headpose_weight(config.loss, self.frozen.hopenet is not None)
-        self.pose_from_data = bool(self.headpose_weight) and \
-            config.loss.headpose_teacher == "data"
-        self.gen_tx = make_optimizer(config.optim, config.train.grad_clip_norm)
-        self.disc_tx = make_optimizer(config.optim, config.train.grad_clip_norm)
-
-        sharding.check_deterministic_reductions(config.mesh)
+        self.defs, self.frozen_state = make_step_defs(config, self.frozen)
         self.batch_sharding = NamedSharding(mesh, P(sharding.BATCH_AXES))
         self.replicated = NamedSharding(mesh, P())
-        abstract = jax.eval_shape(self._init_state, jnp.zeros((), jnp.int32))
         self.state_sharding = sharding.state_shardings(
-            abstract, mesh, shard_params=config.mesh.shard_params)
-        self.frozen_sharding = jax.tree.map(lambda _: self.replicated, self.frozen_state)
-        step = self._train_step
+            self.abstract_state(), mesh, shard_params=config.mesh.shard_params)
+        frozen_sharding = jax.tree.map(lambda _: self.replicated, self.frozen_state)
         if config.mesh.deterministic_reductions:
-            step = jax.shard_map(self._train_step_per_device, mesh=mesh,
-                                 in_specs=(P(), P(sharding.BATCH_AXES), P()),
-                                 out_specs=(P(), P()), check_vma=False)
+            step = jax.shard_map(
+                functools.partial(train_step, self.defs, num_devices=mesh.devices.size),
+                mesh=mesh, in_specs=(P(), P(sharding.BATCH_AXES), P()), out_specs=(P(), P()),
+                check_vma=False)
+        else:
+            step = functools.partial(train_step, self.defs)
         self.train_step = jax.jit(
-            step,
-            in_shardings=(self.state_sharding, self.batch_sharding, self.frozen_sharding),
-            out_shardings=(self.state_sharding, self.replicated),
-            donate_argnums=(0,))
+            step, in_shardings=(self.state_sharding, self.batch_sharding, frozen_sharding),
+            out_shardings=(self.state_sharding, self.replicated), donate_argnums=(0,))
         self.eval_step = jax.jit(
-            self._eval_step,
+            functools.partial(eval_step, self.defs),
             in_shardings=(self.state_sharding, self.batch_sharding, self.batch_sharding),
             out_shardings=self.replicated)
+        # Replicated output: every host may fetch it (only the chief writes images).
+        self.visual_step = jax.jit(functools.partial(visual_step, self.defs),
+                                   out_shardings=self.replicated)
+        self._compiled: dict[str, Any] = {}
 
-    # ---------------------------------------------------------------- compilation
+    @property
+    def headpose_weight(self) -> float:
+        return self.defs.headpose_weight
+
     def compiled(self, name: str, jitted, *args):
         """Ahead-of-time compiled `jitted` for these arguments, cached by `name`.
 
@@ -211,304 +519,39 @@ class Trainer:
         peers; so every process compiles first and then meets the others at a
         coordination-service barrier that allows for slow compiles.
         """
-        cache = self.__dict__.setdefault("_compiled", {})
-        if name not in cache:
-            cache[name] = jitted.lower(*args).compile()
+        if name not in self._compiled:
+            self._compiled[name] = jitted.lower(*args).compile()
             sharding.process_barrier(f"compiled_{name}")
-        return cache[name]
+        return self._compiled[name]
 
-    # ---------------------------------------------------------------- checkpoint views
-    def state_to_items(self, state) -> dict[str, Any]:
-        """Train state -> checkpoint items; `models` has the layout of
-        `checkpoints.model_state`, so animate/evaluate read training runs directly."""
-        models = {
-            "generator_side": nnx.merge_state(state["gen_params"], state["gen_rest"]),
-            "discriminator": nnx.merge_state(state["disc_params"], state["disc_rest"]),
-        }
-        return {
-            "models": {k: v.to_pure_dict() for k, v in models.items()},
-            "optimizer": {"gen_opt": state["gen_opt"], "disc_opt": state["disc_opt"]},
-            "meta": {"step": state["step"], "rng": state["rng"]},
-        }
+    def abstract_state(self, with_shardings: bool = False) -> TrainState:
+        """Shapes and dtypes of the state (and its shardings, once they are known)."""
+        abstract = jax.eval_shape(functools.partial(init_state, self.defs),
+                                  jnp.zeros((), jnp.int32))
+        if not with_shardings:
+            return abstract
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            abstract, self.state_sharding)
 
-    def abstract_items(self) -> dict[str, Any]:
-        """Shape/dtype/sharding targets for restoring `state_to_items` output."""
-        abstract = jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-            jax.eval_shape(self._init_state, jnp.zeros((), jnp.int32)), self.state_sharding)
-        return self.state_to_items(abstract)
-
-    def items_to_state(self, items: dict[str, Any]) -> dict[str, Any]:
-        abstract = jax.eval_shape(self._init_state, jnp.zeros((), jnp.int32))
-        state = {"step": items["meta"]["step"], "rng": items["meta"]["rng"],
-                 "gen_opt": items["optimizer"]["gen_opt"],
-                 "disc_opt": items["optimizer"]["disc_opt"]}
-        for side, key in (("gen", "generator_side"), ("disc", "discriminator")):
-            merged = nnx.merge_state(abstract[f"{side}_params"], abstract[f"{side}_rest"])
-            nnx.replace_by_pure_dict(merged, items["models"][key])
-            state[f"{side}_params"], state[f"{side}_rest"] = nnx.split_state(
-                merged, nnx.Param, ...)
-        return state
-
-    # ---------------------------------------------------------------- state
-    def _init_state(self, seed: jax.Array) -> dict[str, Any]:
-        # Weights from the cheap-to-compile rbg generator (see adasr._jit_init); the
-        # train-time key stream stays threefry so it is identical on every backend.
-        gen_key, disc_key = jax.random.split(jax.random.key(seed, impl="unsafe_rbg"))
-        rng = jax.random.PRNGKey(seed)
-        dtype = self.config.train.compute_dtype
-        gen = adasr.build_generator(self.config.model, seed=gen_key, dtype=dtype,
-                                    remat=self.config.train.remat)
-        disc = adasr.build_discriminator(self.config.model, seed=disc_key, dtype=dtype)
-        _, gen_params, gen_rest = nnx.split(gen, nnx.Param, ...)
-        _, disc_params, disc_rest = nnx.split(disc, nnx.Param, ...)
-        return {
-            "step": jnp.zeros((), jnp.int32),
-            "rng": rng,
-            "gen_params": gen_params, "gen_rest": gen_rest,
-            "disc_params": disc_params, "disc_rest": disc_rest,
-            "gen_opt": self.gen_tx.init(gen_params),
-            "disc_opt": self.disc_tx.init(disc_params),
-        }
-
-    def init_state(self, seed: int) -> dict[str, Any]:
+    def init_state(self, seed: int) -> TrainState:
         """Freshly initialised state with its shardings.
 
         Initialised replicated, then resharded: random bits then do not depend on how
         the mesh partitions the init program, so every mesh starts from equal weights.
         """
-        init = jax.jit(self._init_state, out_shardings=self.replicated)
+        init = jax.jit(functools.partial(init_state, self.defs), out_shardings=self.replicated)
         return jax.device_put(init(jnp.asarray(seed, jnp.int32)), self.state_sharding)
 
     def shard_batch(self, local_batch: dict[str, Any]) -> Batch:
         """Per-host numpy batch -> global jax arrays split over the mesh.
 
         Takes the images, plus the true driving pose and head centre when they teach the
-        head-pose estimator and the batch has them (evaluation batches need none), plus the ground
-        truth of the motion metrics where the evaluation batch carries it (synthetic)."""
-        keys = BATCH_KEYS + ((POSE_KEY,) if self.pose_from_data and POSE_KEY in local_batch
+        head-pose estimator and the batch has them (evaluation batches need none), plus
+        the ground truth of the motion metrics where the evaluation batch carries it."""
+        keys = BATCH_KEYS + ((POSE_KEY,) if self.defs.pose_from_data and POSE_KEY in local_batch
                              else ())
         if self.config.loss.head_translation and CENTRE_KEY in local_batch:
             keys += (CENTRE_KEY,)
         keys += tuple(k for k in motion_metrics.TRUTH_KEYS if k in local_batch)
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, local_batch[k])
                 for k in keys}
-
-    # ---------------------------------------------------------------- losses
-    def _generator_losses(self, gen_params, gen_rest, disc_params, disc_rest, batch, frozen,
-                          key, batch_shards: int):
-        cfg = self.config.loss
-        gen_rest, disc_params, disc_rest = _at_this_trace((gen_rest, disc_params, disc_rest))
-        gen = nnx.merge(self.gen_def, gen_params, gen_rest)
-        disc = nnx.merge(self.disc_def, disc_params, disc_rest)
-        # As in the reference, the discriminator is in train mode here too: each of its
-        # two calls below advances the spectral-norm power iteration (4 per step in all).
-        disc.train()
-        gen.train()
-        source = batch["source"].astype(jnp.float32)
-        driving = batch["driving"].astype(jnp.float32)
-        out = gen(source, driving, source_lq=batch["source_lq"].astype(jnp.float32))
-        prediction = out["prediction"]
-        terms: dict[str, jax.Array] = {}
-
-        perceptual = nnx.merge(self.perceptual_def, frozen["perceptual"])
-        terms["perceptual"] = losses.perceptual_pyramid_loss(
-            perceptual, prediction, driving, scales=tuple(cfg.perceptual_scales),
-            layer_weights=tuple(cfg.perceptual))
-        if cfg.reconstruction_l1:
-            terms["reconstruction_l1"] = cfg.reconstruction_l1 * losses.l1_loss(
-                prediction, driving)
-
-        if cfg.generator_gan:
-            fake = disc(prediction)
-            real = disc(driving)
-            terms["generator_gan"] = cfg.generator_gan * losses.generator_gan_loss(
-                fake["prediction_maps"], self.config.train.gan_mode)
-            if any(cfg.feature_matching):
-                fm = jnp.zeros((), jnp.float32)
-                for real_maps, fake_maps in zip(real["feature_maps"], fake["feature_maps"],
-                                                strict=True):
-                    real_maps = [jax.lax.stop_gradient(m) for m in real_maps]
-                    fm = fm + losses.feature_matching_loss(real_maps, fake_maps,
-                                                           tuple(cfg.feature_matching))
-                terms["feature_matching"] = fm
-
-        if cfg.equivariance_value:
-            params = self._equivariance_transforms(key, driving.shape[0], batch_shards)
-            transformed = transform_frame(params, driving)
-            he_transformed = gen.he_estimator(transformed)
-            kp_transformed = transform_keypoints(out["kp_canonical"], he_transformed)
-            terms["equivariance_value"] = cfg.equivariance_value * \
-                losses.equivariance_value_loss(out["kp_driving"], kp_transformed, params)
-
-        if cfg.keypoint_prior:
-            terms["keypoint_prior"] = cfg.keypoint_prior * losses.keypoint_prior_loss(
-                out["kp_driving"], cfg.keypoint_margin, cfg.keypoint_depth)
-        if self.headpose_weight:
-            if self.pose_from_data:
-                angles = batch[POSE_KEY]
-                target = {name: angles[:, i] for i, name in enumerate(("yaw", "pitch", "roll"))}
-            else:
-                hopenet = nnx.merge(self.hopenet_def, frozen["hopenet"])
-                target = head_pose_degrees(hopenet(hopenet_preprocess(driving)))
-            terms["headpose"] = self.headpose_weight * losses.headpose_loss(
-                out["he_driving"], target)
-        if cfg.head_translation:
-            terms["head_translation"] = cfg.head_translation * losses.head_translation_loss(
-                out["he_driving"]["t"], batch[CENTRE_KEY])
-        if cfg.expression:
-            terms["expression"] = cfg.expression * losses.expression_loss(
-                out["he_driving"]["exp"])
-
-        total = sum(terms.values())
-        new_rest = nnx.state(gen, nnx.Not(nnx.Param))
-        new_disc_rest = nnx.state(disc, nnx.Not(nnx.Param))
-        return total, (terms, new_rest, new_disc_rest, prediction)
-
-    def _equivariance_transforms(self, key, local_batch: int, batch_shards: int):
-        """Random warps drawn for the global batch, then this shard's rows: each example
-        gets the same warp however the batch is split."""
-        cfg = self.config.loss
-        params = sample_transform_params(key, local_batch * batch_shards, cfg.sigma_affine,
-                                         cfg.sigma_tps, cfg.points_tps)
-        if batch_shards == 1:
-            return params
-        start = jax.lax.axis_index(sharding.BATCH_AXES) * local_batch
-        rows = functools.partial(jax.lax.dynamic_slice_in_dim, start_index=start,
-                                 slice_size=local_batch)
-        return params._replace(theta=rows(params.theta),
-                               control_params=rows(params.control_params))
-
-    def _discriminator_loss(self, disc_params, disc_rest, driving, prediction):
-        disc_rest = _at_this_trace(disc_rest)
-        disc = nnx.merge(self.disc_def, disc_params, disc_rest)
-        disc.train()
-        # The reference's order: the fake batch first, then the real one (the power
-        # iteration runs once per call, so the order changes the normalised weights).
-        fake = disc(jax.lax.stop_gradient(prediction))
-        real = disc(driving)
-        loss = self.config.loss.discriminator_gan * losses.discriminator_gan_loss(
-            real["prediction_maps"], fake["prediction_maps"], self.config.train.gan_mode)
-        return loss, nnx.state(disc, nnx.Not(nnx.Param))
-
-    # ---------------------------------------------------------------- steps
-    def _mean_over_devices(self, tree):
-        """Inside `shard_map`: the device mean of a per-device pytree, in device order."""
-        num_devices = self.mesh.devices.size
-        return jax.tree.map(lambda x: x / num_devices, sharding.ordered_sum(tree))
-
-    def _train_step_per_device(self, state, batch, frozen):
-        """`_train_step` on this device's rows, with every cross-device sum ordered."""
-        with blocks.batch_statistics_mean(self._mean_over_devices):
-            return self._train_step(state, batch, frozen, batch_shards=self.mesh.devices.size)
-
-    def _train_step(self, state, batch, frozen, batch_shards: int = 1):
-        """One update. Under `shard_map` (`batch_shards` > 1) the batch is this device's
-        rows, and gradients and losses are averaged over the devices."""
-        per_device = batch_shards > 1
-        rng, key = jax.random.split(state["rng"])
-        grad_fn = jax.value_and_grad(
-            functools.partial(self._generator_losses, batch_shards=batch_shards), has_aux=True)
-        (gen_loss, (terms, gen_rest, disc_rest, prediction)), gen_grads = grad_fn(
-            state["gen_params"], state["gen_rest"], state["disc_params"], state["disc_rest"],
-            batch, frozen, key)
-        if per_device:
-            gen_loss, terms, gen_grads = self._mean_over_devices((gen_loss, terms, gen_grads))
-        updates, gen_opt = self.gen_tx.update(gen_grads, state["gen_opt"], state["gen_params"])
-        gen_params = optax.apply_updates(state["gen_params"], updates)
-
-        metrics = dict(terms)
-        metrics["generator_total"] = gen_loss
-        metrics["generator_grad_norm"] = optax.global_norm(gen_grads)
-        disc_params, disc_opt = state["disc_params"], state["disc_opt"]
-        if self.config.loss.generator_gan:
-            # From the spectral vectors the generator pass advanced.
-            (disc_loss, disc_rest), disc_grads = jax.value_and_grad(
-                self._discriminator_loss, has_aux=True)(
-                    state["disc_params"], disc_rest,
-                    batch["driving"].astype(jnp.float32), prediction)
-            if per_device:
-                disc_loss, disc_grads = self._mean_over_devices((disc_loss, disc_grads))
-            updates, disc_opt = self.disc_tx.update(disc_grads, disc_opt, disc_params)
-            disc_params = optax.apply_updates(disc_params, updates)
-            metrics["discriminator_gan"] = disc_loss
-        new_state = {
-            "step": state["step"] + 1, "rng": rng,
-            "gen_params": gen_params, "gen_rest": gen_rest,
-            "disc_params": disc_params, "disc_rest": disc_rest,
-            "gen_opt": gen_opt, "disc_opt": disc_opt,
-        }
-        return new_state, jax.tree.map(lambda x: x.astype(jnp.float32), metrics)
-
-    def _eval_step(self, state, batch, mask):
-        """Eval mode (running statistics): masked sums over the global batch of the
-        per-example L1, PSNR and SSIM of the prediction, of the copy-the-source floor
-        and of the no-motion rendering (the source driven by itself: a model that
-        ignores the driver scores the same), plus the count. Replicated, so every host
-        can read them. With ground truth in the batch (synthetic data) also the motion
-        metrics (`asrth_jax.motion_metrics`): landmark transfer error (copy-source's is
-        the identity-motion error) and moving-region L1 of the three."""
-        import dm_pix
-
-        gen = nnx.merge(self.gen_def, state["gen_params"], state["gen_rest"])
-        gen.eval()
-        driving = batch["driving"].astype(jnp.float32)
-        source = batch["source"].astype(jnp.float32)
-        # source_lq is the clean source unless config.eval.degraded_source (see train.py).
-        src = gen.source_state(source, batch["source_lq"].astype(jnp.float32))
-        prediction = gen.drive(src, driving)
-        still = gen.generator.decode(src["feature_3d"], src["kp"], src["kp"])
-        result = {"count": mask.sum()}
-        images = (("model", prediction["prediction"]), ("copy_source", source),
-                  ("no_motion", still["prediction"]))
-        if motion_metrics.TRUTH_KEYS[0] in batch:
-            result.update(self._motion_sums(batch, images, (prediction, still), mask))
-        for name, image in images:
-            mse = jnp.square(image - driving).mean(axis=(1, 2, 3))
-            per_example = {
-                "l1": jnp.abs(image - driving).mean(axis=(1, 2, 3)),
-                # Frame 0 of each video is the source itself: cap PSNR at 100 dB.
-                "psnr": -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)),
-                "ssim": dm_pix.ssim(image, driving),
-            }
-            for metric, values in per_example.items():
-                result[f"{name}_{metric}"] = (values * mask).sum()
-        return result
-
-    @staticmethod
-    def _motion_sums(batch, images, outputs, mask) -> dict[str, jax.Array]:
-        """Masked sums of the motion metrics of the model, copy-source and no-motion."""
-        src_lm, drv_lm, src_mask, drv_mask = (batch[k] for k in motion_metrics.TRUTH_KEYS)
-        driving = batch["driving"].astype(jnp.float32)
-        size = driving.shape[1:3]
-        model, still = (motion_metrics.landmark_transfer_error(out["deformation"], src_lm,
-                                                               drv_lm, size)
-                        for out in outputs)
-        errors = {"model": model, "no_motion": still,
-                  "copy_source": motion_metrics.identity_motion_error(src_lm, drv_lm)}
-        result = {}
-        for name, image in images:
-            moving = motion_metrics.moving_l1(image, driving, src_mask, drv_mask)
-            result[f"{name}_landmark_error"] = (errors[name] * mask).sum()
-            result[f"{name}_moving_l1"] = (moving * mask).sum()
-        return result
-
-    @functools.cached_property
-    def visual_step(self):
-        """Eval-mode outputs for image grids (prediction, occlusion, keypoints, and the
-        deformation for the landmark-transfer column)."""
-        def visuals(state, batch):
-            gen = nnx.merge(self.gen_def, state["gen_params"], state["gen_rest"])
-            gen.eval()
-            out = gen(batch["source"], batch["driving"], source_lq=batch["source_lq"])
-            return {k: out[k] for k in ("prediction", "occlusion_map", "kp_source",
-                                        "kp_driving", "deformation")}
-        # Replicated output: every host may fetch it (only the chief writes images).
-        return jax.jit(visuals, out_shardings=self.replicated)
-
-    # ---------------------------------------------------------------- views
-    def models(self, state) -> tuple[nnx.Module, nnx.Module]:
-        """Live modules (generator side, discriminator) holding the state's values."""
-        gen = nnx.merge(self.gen_def, state["gen_params"], state["gen_rest"])
-        disc = nnx.merge(self.disc_def, state["disc_params"], state["disc_rest"])
-        return gen, disc

@@ -84,6 +84,6 @@ def test_indivisible_batch_is_refused_before_the_trainer(monkeypatch):
         raise AssertionError("the trainer was built before the batch was checked")
 
     monkeypatch.setattr(sharding, "check_batch_divides", indivisible)
-    monkeypatch.setattr(train_step, "Trainer", never)
+    monkeypatch.setattr(train_step, "TrainSetup", never)
     with pytest.raises(SystemExit, match="batch 3 does not divide"):
         benchmark.main(["--config", TINY, "--batch", "3", "--compile-only"])

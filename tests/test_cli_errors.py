@@ -167,3 +167,29 @@ def test_check_output_file_accepts_new_and_overwritable(tmp_path):
     assert cli_args.check_output_file(new, "--out", overwrite=True) == new
     with pytest.raises(cli_args.OutputPathError):
         cli_args.check_output_file(new, "--out", overwrite=False)
+
+
+def test_a_misspelt_config_key_is_one_line_from_every_cli(capsys, tmp_path, eval_paths):
+    """`config_lib.load_config_file` raises a typed ConfigError; each `main()` (not the
+    library) makes it the one-line exit."""
+    from asrth_jax import convert
+    from asrth_jax.models import summary
+
+    bad = tmp_path / "bad.py"
+    bad.write_text("from asrth_jax import config_lib\n"
+                   "def get_config():\n"
+                   "    c = config_lib.finalize(config_lib.base_config())\n"
+                   "    c.train.nun_steps = 3\n"
+                   "    return c\n")
+    runs = {
+        "evaluate": (evaluate.main, [*_eval_argv(eval_paths, tmp_path / "o")[:2], "--config",
+                                     str(bad), *_eval_argv(eval_paths, tmp_path / "o")[4:]]),
+        "benchmark": (benchmark.main, ["--config", str(bad)]),
+        "convert": (convert.main, ["--torch-checkpoint", str(tmp_path / "r.pth"), "--config",
+                                   str(bad), "--out", str(tmp_path / "c")]),
+        "summary": (summary.main, ["--config", str(bad)]),
+        "speed": (inference.main, ["--config", str(bad)]),
+    }
+    for name, (main, argv) in runs.items():
+        line = one_line_error(capsys, main, argv)
+        assert "unknown key" in line and "nun_steps" in line, (name, line)

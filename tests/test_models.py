@@ -158,7 +158,7 @@ def test_misspelt_key_in_a_config_file_is_one_line(tmp_path):
                    "    c = config_lib.finalize(config_lib.base_config())\n"
                    "    c.train.nun_steps = 3\n"
                    "    return c\n")
-    with pytest.raises(SystemExit, match="nun_steps"):
+    with pytest.raises(config_lib.ConfigError, match="nun_steps"):
         config_lib.load_config_file(str(bad))
     with pytest.raises(KeyError, match="unknown config key"):
         config_lib.model_config({"generator": {"num_resblockz": 2}})

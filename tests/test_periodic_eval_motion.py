@@ -14,12 +14,12 @@ def trained():
 
     from asrth_jax import sharding
     from asrth_jax.config_lib import load_config_file
-    from asrth_jax.train_step import Trainer
+    from asrth_jax.train_step import TrainSetup
 
     config = load_config_file(TINY)
     with config.unlocked():
         config.mesh.data = 1  # one device whatever the host has
-    trainer = Trainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    trainer = TrainSetup(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
     return config, trainer, trainer.init_state(config.seed)
 
 

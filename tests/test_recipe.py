@@ -239,22 +239,21 @@ def one_step():
 
     from asrth_jax import sharding
     from asrth_jax.models.adasr import AdaSRGenerator, build_discriminator
-    from asrth_jax.train_step import FrozenNetworks, Trainer
+    from asrth_jax.train_step import FrozenNetworks, TrainSetup
 
     config = load_config_file(TINY)
     with config.unlocked():
         config.loss.perceptual_scales = ()
         config.loss.equivariance_value = config.loss.keypoint_prior = 0.0
-        config.loss.headpose = config.loss.expression = 0.0
+        config.loss.headpose = config.loss.expression = config.loss.head_translation = 0.0
         config.train.global_batch_size = 2
     unused = FrozenNetworks(perceptual=nnx.Linear(1, 1, rngs=nnx.Rngs(0)), hopenet=None)
-    trainer = Trainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]), unused)
+    trainer = TrainSetup(config, sharding.make_mesh(config.mesh, jax.devices()[:1]), unused)
     # Zeros for the (unused) generator side; a freshly initialised discriminator.
-    before = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
-                          jax.eval_shape(trainer._init_state, jnp.zeros((), jnp.int32)))
-    _, before["disc_params"], before["disc_rest"] = nnx.split(
+    before = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), trainer.abstract_state())
+    _, disc_params, disc_rest = nnx.split(
         build_discriminator(config.model, seed=1), nnx.Param, ...)
-    before = jax.device_get(before)
+    before = jax.device_get(before.replace(disc_params=disc_params, disc_rest=disc_rest))
     rng = np.random.default_rng(0)
     batch = {k: rng.uniform(size=(2, 32, 32, 3)).astype(np.float32)
              for k in ("source", "source_lq", "driving")}
@@ -269,8 +268,8 @@ def one_step():
 def test_discriminator_power_iteration_runs_four_times_per_step(one_step):
     """Two in the generator's pass (train mode there too), two in its own pass."""
     _, before, after = one_step
-    disc_before = before["disc_params"].to_pure_dict()
-    rest_before, rest_after = (s["disc_rest"].to_pure_dict() for s in (before, after))
+    disc_before = before.disc_params.to_pure_dict()
+    rest_before, rest_after = (s.disc_rest.to_pure_dict() for s in (before, after))
     convs = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(
             rest_before, is_leaf=lambda x: isinstance(x, dict) and "u" in x):
@@ -289,6 +288,7 @@ def test_discriminator_power_iteration_runs_four_times_per_step(one_step):
 
 
 def test_discriminator_pass_sees_the_fake_batch_first(one_step, monkeypatch):
+    from asrth_jax import train_step
     from asrth_jax.models import discriminator
 
     trainer, before, _ = one_step
@@ -302,5 +302,6 @@ def test_discriminator_pass_sees_the_fake_batch_first(one_step, monkeypatch):
     monkeypatch.setattr(discriminator.MultiScaleDiscriminator, "__call__", recording)
     driving = jnp.zeros((1, 32, 32, 3))
     prediction = jnp.ones((1, 32, 32, 3))
-    trainer._discriminator_loss(before["disc_params"], before["disc_rest"], driving, prediction)
+    train_step.discriminator_loss(before.disc_params, before.disc_rest, driving, prediction,
+                                  defs=trainer.defs)
     assert seen == [1.0, 0.0]

@@ -81,23 +81,25 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_one(reference, tmp_
 
 def test_truncated_metadata_is_damage_not_another_model(reference, tmp_path, caplog):
     """Orbax reads a truncated _METADATA as an empty tree: still damage (restore only)."""
-    from asrth_jax import sharding
-    from asrth_jax.train_step import Trainer
+    from asrth_jax import checkpoints, sharding
+    from asrth_jax.train_step import TrainSetup
     from data_pipelines.pipeline import make_train_loader
 
     workdir = tmp_path / "run"
     shutil.copytree(reference[0], workdir)
     truncate(workdir / "checkpoints" / str(STEPS) / "models" / "_METADATA")
     config = tiny_config()
-    trainer = Trainer(config, sharding.make_mesh(config.mesh))
+    trainer = TrainSetup(config, sharding.make_mesh(config.mesh))
     loader = make_train_loader(config.data, seed=0, global_batch_size=8)
-    checkpointer = train.Checkpointer(str(workdir), config, trainer, loader)
+    checkpointer = checkpoints.TrainCheckpointer(
+        str(workdir), config.checkpoint.keep, trainer.abstract_state(with_shardings=True),
+        loader)
     try:
         with caplog.at_level(logging.WARNING):
             step, state = checkpointer.restore_newest_intact()
     finally:
         checkpointer.close()
-    assert step == 2 and int(state["step"]) == 2
+    assert step == 2 and int(state.step) == 2
     assert any("step 3 in" in r.getMessage() and "_METADATA" in r.getMessage()
                for r in caplog.records)
     assert steps_on_disk(workdir) == ["2", "3.damaged"]
@@ -158,7 +160,7 @@ def test_config_path_problems_are_one_line(tmp_path):
     empty.write_text("x = 1\n")
     for path, expected in ((tmp_path / "missing.py", "does not exist"),
                            (text, "is not a .py file"), (empty, "defines no get_config()")):
-        with pytest.raises(SystemExit, match=expected):  # animate, evaluate, convert
+        with pytest.raises(config_lib.ConfigError, match=expected):  # typed, not an exit
             config_lib.load_config_file(str(path))
     out = subprocess.run([sys.executable, "-m", "asrth_jax.train", f"--config={text}",
                           f"--workdir={tmp_path / 'w'}"], cwd=REPO, capture_output=True,

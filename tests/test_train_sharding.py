@@ -18,7 +18,7 @@ import json, sys
 import jax, numpy as np
 from asrth_jax import sharding
 from asrth_jax.config_lib import load_config_file
-from asrth_jax.train_step import Trainer
+from asrth_jax.train_step import TrainSetup
 from data_pipelines.pipeline import make_train_loader
 config = load_config_file(sys.argv[1])
 batch = next(make_train_loader(config.data, seed=config.seed,
@@ -31,7 +31,7 @@ for name, data, fsdp, shard_params, deterministic in meshes:
         config.mesh.data, config.mesh.fsdp, config.mesh.shard_params = data, fsdp, shard_params
         config.mesh.deterministic_reductions = deterministic
     devices = jax.devices()[: data * fsdp]
-    trainer = Trainer(config, sharding.make_mesh(config.mesh, devices))
+    trainer = TrainSetup(config, sharding.make_mesh(config.mesh, devices))
     state = trainer.init_state(config.seed)
     if shard_params:
         specs = {str(s.spec) for s in jax.tree.leaves(trainer.state_sharding)}

@@ -6,10 +6,8 @@ state-dict keys mechanically (see `asrth_jax/convert.py`).
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -141,28 +139,25 @@ def traceable_rngs(key: jax.Array | int) -> nnx.Rngs:
     return rngs
 
 
-_BATCH_MEAN: contextvars.ContextVar[Callable[[jax.Array], jax.Array] | None] = \
-    contextvars.ContextVar("batch_mean", default=None)
-
-
-@contextlib.contextmanager
-def batch_statistics_mean(mean_over_devices: Callable[[jax.Array], jax.Array]) -> Iterator[None]:
-    """While tracing inside, training-mode BatchNorm averages its per-device statistics
-    with `mean_over_devices` (for a step written per device, e.g. under `shard_map`);
-    outside, the step sees the global batch and XLA's partitioner does the averaging."""
-    token = _BATCH_MEAN.set(mean_over_devices)
-    try:
-        yield
-    finally:
-        _BATCH_MEAN.reset(token)
+def set_statistics_mean(module: nnx.Module,
+                        mean_over_devices: Callable[[jax.Array], jax.Array] | None) -> None:
+    """Every `BatchNorm` in `module` averages its training-mode statistics with
+    `mean_over_devices` (for a step written per device, e.g. under `shard_map`); None
+    (the default) takes the statistics of the batch the module sees: a step over the
+    global batch, where XLA's partitioner does the averaging."""
+    for _, child in nnx.iter_modules(module):
+        if isinstance(child, BatchNorm):
+            child.mean_over_devices = mean_over_devices
 
 
 class BatchNorm(nnx.BatchNorm):
     """`nnx.BatchNorm` whose training-mode statistics can be averaged over devices by a
-    caller-chosen reduction (see `batch_statistics_mean`)."""
+    caller-chosen reduction, `mean_over_devices` (see `set_statistics_mean`)."""
+
+    mean_over_devices: Callable[[jax.Array], jax.Array] | None = None
 
     def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
-        mean_over_devices = _BATCH_MEAN.get()
+        mean_over_devices = self.mean_over_devices
         if use_running_average is None:
             use_running_average = self.use_running_average
         if mean_over_devices is None or use_running_average or mask is not None:

@@ -64,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args(argv)
-    config = load_config_file(args.config)
-    size = args.image_size or config.image_size
     try:
+        config = load_config_file(args.config)
+        size = args.image_size or config.image_size
         adasr.validate_image_shape(config.model, (1, size, size, config.model.common.image_channel))
-    except ValueError as exc:
+    except ValueError as exc:  # ConfigError included
         raise SystemExit(f"error: {exc}") from None
     result = summarize(config, size)
     if args.json:

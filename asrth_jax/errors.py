@@ -1,0 +1,25 @@
+"""Typed errors of the library: one home for what a user can get wrong.
+
+Library code raises these (never `SystemExit`); only each CLI `main()` turns one into
+`error: <message>` on stderr and a non-zero exit (`cli_args.fail`). Every message is
+one line naming the problem and the fix. Each class also derives from the builtin its
+callers catch (`ValueError`, ...), so existing `except ValueError` sites keep working.
+"""
+
+from __future__ import annotations
+
+
+class AsrthError(Exception):
+    """A problem the user can fix; `str(error)` is one line naming it and the fix."""
+
+
+class ConfigError(AsrthError, ValueError):
+    """A config file or value that cannot be used."""
+
+
+class CheckpointError(AsrthError):
+    """A checkpoint that cannot be used as asked."""
+
+
+class WeightsFileError(AsrthError, ValueError):
+    """A weights file (`.npz` written by `convert`) that cannot be read."""
