@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from asrth_jax import media
+from asrth_jax import errors, media
 
 if TYPE_CHECKING:
     from asrth_jax.inference import Animator
@@ -44,7 +44,7 @@ Progress = Callable[[int, int], None]  # (frames done, frames in total)
 IMAGE_OUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-class AnimateError(ValueError):
+class AnimateError(errors.AsrthError, ValueError):
     """Bad options or input files (message is one line naming the problem and the fix)."""
 
 

@@ -9,8 +9,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NoReturn
 
+from asrth_jax import errors
 
-class OutputPathError(ValueError):
+
+class OutputPathError(errors.AsrthError, ValueError):
     """An output path that cannot be written as asked (one-line message)."""
 
 

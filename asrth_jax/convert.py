@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
+from asrth_jax import errors
 from asrth_jax.errors import ConfigError
 from asrth_jax.torch_files import TorchFileError, as_array, read_torch_file
 
@@ -33,7 +34,7 @@ _IGNORED_KEYS = {"kp_detector": ("down.weight",)}
 TORCH_NETWORKS = ("generator", "kp_detector", "he_estimator", "discriminator")
 
 
-class ConversionError(ValueError):
+class ConversionError(errors.AsrthError, ValueError):
     """Raised with every mismatch of a conversion listed, one per line."""
 
 
@@ -189,7 +190,7 @@ def convert_released_checkpoint(checkpoint: dict[str, Any], generator_side: nnx.
         raise ConversionError("\n".join(problems))
 
 
-class OutputError(ValueError):
+class OutputError(errors.AsrthError, ValueError):
     """--out names something that must not be written over (one line)."""
 
 

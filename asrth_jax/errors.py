@@ -4,6 +4,12 @@ Library code raises these (never `SystemExit`); only each CLI `main()` turns one
 `error: <message>` on stderr and a non-zero exit (`cli_args.fail`). Every message is
 one line naming the problem and the fix. Each class also derives from the builtin its
 callers catch (`ValueError`, ...), so existing `except ValueError` sites keep working.
+
+The errors of one module's own inputs subclass `AsrthError` there, beside the code
+that raises them: `checkpoints` (DamagedCheckpointError, ModelMismatchError,
+ResumeError), `torch_files.TorchFileError`, `convert` (ConversionError, OutputError),
+`media.MediaError`, `cli_args.OutputPathError`, `workdir.WorkdirError`,
+`inference.ModelLoadError`, `animate.AnimateError`, `evaluate.EvaluateError`.
 """
 
 from __future__ import annotations
@@ -19,7 +25,3 @@ class ConfigError(AsrthError, ValueError):
 
 class CheckpointError(AsrthError):
     """A checkpoint that cannot be used as asked."""
-
-
-class WeightsFileError(AsrthError, ValueError):
-    """A weights file (`.npz` written by `convert`) that cannot be read."""

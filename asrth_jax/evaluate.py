@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from asrth_jax import akd, cli_args, media, metrics, motion_metrics
+from asrth_jax import akd, cli_args, errors, media, metrics, motion_metrics
 
 PSNR_CAP_DB = 100.0  # identical frames (copy-source at t=0) would give +inf
 REFERENCE_PREFIXES = ("", "copy_", "no_motion_")  # model, copy-source, no-motion columns
@@ -61,7 +61,7 @@ MOTION_NOTE = ("landmark_error: pixels from where the deformation sends each tru
                "driving head masks")
 
 
-class EvaluateError(ValueError):
+class EvaluateError(errors.AsrthError, ValueError):
     """Bad evaluation input (data, paths): one-line message."""
 
 

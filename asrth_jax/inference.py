@@ -38,11 +38,12 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from asrth_jax import errors
 from asrth_jax.models import adasr
 from asrth_jax.models.head_pose import head_pose_degrees, transform_keypoints
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(errors.AsrthError, ValueError):
     """A checkpoint that is missing or does not match the config (one-line message)."""
 
 

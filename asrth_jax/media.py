@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from asrth_jax import errors
 from data_pipelines import video_io
 
 DEFAULT_FPS = 25.0
@@ -28,7 +29,7 @@ DEFAULT_FPS = 25.0
 os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 
-class MediaError(ValueError):
+class MediaError(errors.AsrthError, ValueError):
     """An unreadable or unwritable image / video (message is one line)."""
 
 

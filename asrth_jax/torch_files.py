@@ -17,12 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from asrth_jax import errors
+
 # torch's refusal names the global it would have had to import.
 _BLOCKED_GLOBAL = re.compile(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)")
 _ALLOWED = "tensors, numbers, strings and dicts/lists of them"
 
 
-class TorchFileError(ValueError):
+class TorchFileError(errors.AsrthError, ValueError):
     """A weight file that is missing, unreadable, or holds more than plain data (one line)."""
 
 

@@ -210,8 +210,72 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         raise StopTraining(str(exc)) from None
 
 
+class _ScalarLog:
+    """TensorBoard scalars and their machine-readable twin, `metrics.jsonl` (one JSON
+    object per log step, written by the chief)."""
+
+    def __init__(self, writer, workdir: str, is_chief: bool):
+        self.writer = writer
+        self.file = (epath.Path(workdir) / "metrics.jsonl").open("a") if is_chief else None
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        self.writer.write_scalars(step, scalars)
+        if self.file is not None:
+            self.file.write(json.dumps({"step": step, **scalars}) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.writer.flush()
+
+
+def _restore_or_init(setup, checkpointer, config, workdir: str, is_chief: bool):
+    """The newest intact checkpoint's state, or a fresh one (its sizes logged)."""
+    from clu import parameter_overview
+
+    from asrth_jax import checkpoints
+
+    try:
+        latest, state = checkpointer.restore_newest_intact()
+    except checkpoints.ResumeError as exc:
+        checkpointer.close()
+        raise StopTraining(str(exc)) from None
+    if latest is not None:
+        logging.info("resuming from %s at step %d", workdir, latest)
+        return state
+    state = setup.init_state(config.seed)
+    if is_chief:
+        for name, params in (("generator side", state.gen_params),
+                             ("discriminator", state.disc_params)):
+            logging.info("%s parameters:\n%s", name, parameter_overview.get_parameter_overview(
+                params.to_pure_dict(), include_stats=False))
+    return state
+
+
+def _mean_scalars(pending: list[dict[str, jax.Array]], step: int, checkpointer
+                  ) -> dict[str, float]:
+    """The mean of the steps' losses since the last log; a non-finite one stops training."""
+    host = jax.device_get(pending)
+    if not all(all_finite(m) for m in host):
+        bad = next(m for m in host if not all_finite(m))
+        raise StopTraining(
+            f"non-finite loss at or before step {step} ({bad}); stopping without "
+            f"saving, the last good checkpoint is step {checkpointer.latest_step()}")
+    return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def _train_grid(setup, state, batch, local) -> np.ndarray:
+    """The image grid of this training batch (images only: the evaluation grid reuses
+    this compiled program)."""
+    images = {k: batch[k] for k in BATCH_KEYS}
+    visual_step = setup.compiled("visual", setup.visual_step, state, images)
+    visuals = jax.device_get(visual_step(state, images))
+    return make_image_grid({k: np.asarray(local[k], np.float32) for k in BATCH_KEYS}, visuals)
+
+
 def _train(config, workdir: str, mesh) -> dict[str, Any]:
-    from clu import metric_writers, parameter_overview, periodic_actions
+    from clu import metric_writers, periodic_actions
 
     from asrth_jax import checkpoints, memory_fit
     from asrth_jax.schedule import resolve_epochs
@@ -238,21 +302,7 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
     checkpointer = checkpoints.TrainCheckpointer(
         workdir, config.checkpoint.keep, setup.abstract_state(with_shardings=True),
         data_iterator)
-    try:
-        latest, state = checkpointer.restore_newest_intact()
-    except checkpoints.ResumeError as exc:
-        checkpointer.close()
-        raise StopTraining(str(exc)) from None
-    if latest is not None:
-        logging.info("resuming from %s at step %d", workdir, latest)
-    else:
-        state = setup.init_state(config.seed)
-        if is_chief:
-            for name, params in (("generator side", state.gen_params),
-                                 ("discriminator", state.disc_params)):
-                logging.info("%s parameters:\n%s", name,
-                             parameter_overview.get_parameter_overview(
-                                 params.to_pure_dict(), include_stats=False))
+    state = _restore_or_init(setup, checkpointer, config, workdir, is_chief)
     start_step = int(jax.device_get(state.step))
 
     stop_signal = {"received": False}
@@ -268,8 +318,7 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
         if config.log.profile_steps:
             hooks.append(periodic_actions.Profile(num_profile_steps=config.log.profile_steps,
                                                   logdir=workdir, first_profile=start_step + 10))
-    # Machine-readable twin of the TensorBoard scalars (one JSON object per log step).
-    metrics_log = (epath.Path(workdir) / "metrics.jsonl").open("a") if is_chief else None
+    log = _ScalarLog(writer, workdir, is_chief)
     pending: list[dict[str, jax.Array]] = []
     last_scalars: dict[str, Any] = {}
     tick = time.perf_counter()
@@ -279,7 +328,7 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
             local = next(data_iterator)
             batch = setup.shard_batch(local)
             train_step = setup.compiled("train", setup.train_step, state, batch,
-                                          setup.frozen_state)
+                                        setup.frozen_state)
             if step == start_step:  # compiled, nothing run: refuse a step that cannot fit
                 try:
                     memory_fit.check_step_fits(train_step, config)
@@ -298,43 +347,25 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
             save_now = (step % config.checkpoint.every_steps == 0 or stopping
                         or step == config.train.num_steps)
             if log_now or save_now:
-                host = jax.device_get(pending)
-                pending = []
-                if not all(all_finite(m) for m in host):
-                    bad = next(m for m in host if not all_finite(m))
-                    raise StopTraining(
-                        f"non-finite loss at or before step {step} ({bad}); stopping without "
-                        f"saving, the last good checkpoint is step {checkpointer.latest_step()}")
-                scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                scalars = _mean_scalars(pending, step, checkpointer)
                 elapsed = time.perf_counter() - tick
                 tick = time.perf_counter()
-                scalars["step_time_s"] = elapsed / len(host)
-                scalars["pairs_per_s"] = config.train.global_batch_size * len(host) / elapsed
+                scalars["step_time_s"] = elapsed / len(pending)
+                scalars["pairs_per_s"] = config.train.global_batch_size * len(pending) / elapsed
                 scalars["lr"] = float(schedule(step - 1))  # the rate this step used
-                writer.write_scalars(step, scalars)
+                pending = []
+                log.write(step, scalars)
                 last_scalars = {"step": step, **scalars}
-                if is_chief:
-                    metrics_log.write(json.dumps(last_scalars) + "\n")
-                    metrics_log.flush()
             if step % config.log.images_every_steps == 0 or step == start_step + 1:
-                # Images only: the evaluation grid reuses this compiled program.
-                images = {k: batch[k] for k in BATCH_KEYS}
-                visual_step = setup.compiled("visual", setup.visual_step, state, images)
-                visuals = jax.device_get(visual_step(state, images))
-                local_np = {k: np.asarray(local[k], np.float32) for k in BATCH_KEYS}
-                grid = make_image_grid(local_np, visuals)
                 writer.write_images(step, {"source|lq|driving|prediction|occlusion|kp":
-                                           grid[None]})
+                                           _train_grid(setup, state, batch, local)[None]})
             if config.eval.every_steps and (step % config.eval.every_steps == 0
                                             or step == config.train.num_steps):
                 eval_scalars = evaluate(setup, state, config)
-                writer.write_scalars(step, eval_scalars)
+                log.write(step, eval_scalars)
                 if (grid := eval_image_grid(setup, state, config)) is not None:
                     writer.write_images(step, {EVAL_GRID_TAG: grid[None]})
                 last_scalars.update(eval_scalars)
-                if is_chief:
-                    metrics_log.write(json.dumps({"step": step, **eval_scalars}) + "\n")
-                    metrics_log.flush()
             if save_now:
                 checkpointer.save(step, state)
             if stopping:
@@ -342,9 +373,7 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
                 break
     finally:
         checkpointer.close()
-        if metrics_log is not None:
-            metrics_log.close()
-        writer.flush()
+        log.close()
         signal.signal(signal.SIGTERM, previous_handler)
     return last_scalars
 

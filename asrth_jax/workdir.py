@@ -15,8 +15,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 
+from asrth_jax import errors
 
-class WorkdirError(Exception):
+
+class WorkdirError(errors.AsrthError):
     """A workdir that cannot be used; the message is one line for the user."""
 
 

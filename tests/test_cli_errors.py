@@ -193,3 +193,27 @@ def test_a_misspelt_config_key_is_one_line_from_every_cli(capsys, tmp_path, eval
     for name, (main, argv) in runs.items():
         line = one_line_error(capsys, main, argv)
         assert "unknown key" in line and "nun_steps" in line, (name, line)
+
+
+def test_library_errors_share_one_typed_root():
+    """Every one-line error of the library is an `errors.AsrthError` (so a `main()` can
+    catch them as one family) and keeps the builtin base its callers catch."""
+    from asrth_jax import (
+        animate,
+        checkpoints,
+        config_lib,
+        convert,
+        errors,
+        media,
+        torch_files,
+        workdir,
+    )
+
+    value_errors = (config_lib.ConfigError, convert.ConversionError, convert.OutputError,
+                    torch_files.TorchFileError, media.MediaError, cli_args.OutputPathError,
+                    inference.ModelLoadError, animate.AnimateError, evaluate.EvaluateError)
+    others = (checkpoints.DamagedCheckpointError, checkpoints.ModelMismatchError,
+              checkpoints.ResumeError, workdir.WorkdirError)
+    for cls in value_errors + others:
+        assert issubclass(cls, errors.AsrthError), cls
+    assert all(issubclass(cls, ValueError) for cls in value_errors)

@@ -2,6 +2,13 @@
 
 Attribute names mirror the released PyTorch modules so the converter can map
 state-dict keys mechanically (see `asrth_jax/convert.py`).
+
+Two choices here change how (not what) is computed, and both are visible:
+- 3D convolutions run as sums of 2D convolutions on the backends in
+  `CONV3D_AS_2D_SUMS_BACKENDS` (XLA:CPU's 3D convolution is slow), XLA's own elsewhere;
+- training-mode `BatchNorm` takes the statistics of the batch it sees, unless the
+  caller gives it a cross-device mean (`set_statistics_mean`, used by the per-device
+  train step).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ BATCHNORM_MOMENTUM = 0.9  # flax convention; torch momentum 0.1
 
 # ---------------------------------------------------------------- 3D convolutions
 _DN_3D = ("NDHWC", "DHWIO", "NDHWC")
+CONV3D_AS_2D_SUMS_BACKENDS = ("cpu",)  # where `conv3d` runs `_conv3d_as_2d`
 
 
 def _conv3d_as_2d(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None,
@@ -70,7 +78,7 @@ def _conv3d_as_2d(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_d
 def conv3d(lhs: jax.Array, rhs: jax.Array, window_strides, padding, **kwargs) -> jax.Array:
     """3D convolution: sums of 2D convolutions on CPU (see `_conv3d_as_2d`), XLA's own
     3D convolution elsewhere (cuDNN / TPU convolutions are fast)."""
-    if jax.default_backend() == "cpu":
+    if jax.default_backend() in CONV3D_AS_2D_SUMS_BACKENDS:
         return _conv3d_as_2d(lhs, rhs, window_strides, padding, **kwargs)
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
 
