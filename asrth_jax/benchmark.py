@@ -215,7 +215,6 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
 def benchmark_inference(config, batch: int, steps: int, dtype: str | None) -> dict[str, Any]:
     """Per driving frame: head pose of the frame, keypoints, dense motion, decoder."""
     from asrth_jax.models import adasr
-    from asrth_jax.models.head_pose import transform_keypoints
 
     gen_side = adasr.build_generator(config.model, dtype=dtype)
     gen_side.eval()
@@ -231,12 +230,7 @@ def benchmark_inference(config, batch: int, steps: int, dtype: str | None) -> di
 
     @jax.jit
     def render(state, src, frames):
-        model = nnx.merge(graphdef, state)
-        n = frames.shape[0]
-        tile = lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:])  # noqa: E731
-        kp_driving = transform_keypoints(tile(src["kp_canonical"]), model.he_estimator(frames))
-        return model.generator.decode(tile(src["feature_3d"]), kp_driving,
-                                      tile(src["kp"]))["prediction"]
+        return nnx.merge(graphdef, state).drive(src, frames)["prediction"]
 
     progress("encoding the source (compiles the encoder)")
     src = jax.block_until_ready(encode(state, source))

@@ -40,7 +40,7 @@ from flax import nnx
 
 from asrth_jax import errors
 from asrth_jax.models import adasr
-from asrth_jax.models.head_pose import head_pose_degrees, transform_keypoints
+from asrth_jax.models.head_pose import transform_keypoints
 
 
 class ModelLoadError(errors.AsrthError, ValueError):
@@ -122,21 +122,21 @@ class _StaticGraph:
 
 def _encode_impl(graphdef, state, image):
     TRACE_COUNTS["encode"] += 1
-    model = nnx.merge(graphdef.graphdef, state)
-    x = _to_float(image)
-    kp_canonical = model.kp_detector(x)
-    he = model.he_estimator(x)
-    return SourceState(model.generator.encode_source(x), kp_canonical,
-                       transform_keypoints(kp_canonical, he), he)
+    src = nnx.merge(graphdef.graphdef, state).source_state(_to_float(image))
+    return SourceState(src["feature_3d"], src["kp_canonical"], src["kp"], src["he"])
+
+
+def _model_source(src: SourceState) -> dict[str, Any]:
+    """`SourceState` in the form `AdaSRGenerator.source_state` returns."""
+    return {"feature_3d": src.feature_3d, "kp_canonical": src.kp_canonical,
+            "kp": src.kp_source, "he": src.he_source}
 
 
 def _driving_kp_impl(graphdef, state, frames, kp_canonical):
     """Driving keypoints with the source's canonical keypoints (no overrides)."""
     TRACE_COUNTS["driving_kp"] += 1
     model = nnx.merge(graphdef.graphdef, state)
-    he = model.he_estimator(_to_float(frames))
-    kp_c = jnp.broadcast_to(kp_canonical, (frames.shape[0],) + kp_canonical.shape[1:])
-    return transform_keypoints(kp_c, he)
+    return model.driving_keypoints({"kp_canonical": kp_canonical}, _to_float(frames))[0]
 
 
 def _frame_kp_impl(graphdef, state, frames):
@@ -151,18 +151,12 @@ def _render_impl(graphdef, state, src: SourceState, frames, kp_initial, scale, a
                  override, relative: bool, with_deformation: bool = False):
     TRACE_COUNTS["render_deformation" if with_deformation else "render"] += 1
     model = nnx.merge(graphdef.graphdef, state)
-    b = frames.shape[0]
-    he = model.he_estimator(_to_float(frames))
-    degrees = head_pose_degrees(he)
-    yaw, pitch, roll = (jnp.where(override[i], angles[i], degrees[name])
-                        for i, name in enumerate(("yaw", "pitch", "roll")))
-    kp_canonical = jnp.broadcast_to(src.kp_canonical, (b,) + src.kp_canonical.shape[1:])
-    kp_source = jnp.broadcast_to(src.kp_source, kp_canonical.shape)
-    kp_driving = transform_keypoints(kp_canonical, he, yaw=yaw, pitch=pitch, roll=roll)
+    source = _model_source(src)
+    kp_driving, _ = model.driving_keypoints(source, _to_float(frames), (angles, override))
     if relative:
+        kp_source = jnp.broadcast_to(src.kp_source, kp_driving.shape)
         kp_driving = kp_source + scale * (kp_driving - kp_initial)
-    feature = jnp.broadcast_to(src.feature_3d, (b,) + src.feature_3d.shape[1:])
-    out = model.generator.decode(feature, kp_driving, kp_source)
+    out = model.render(source, kp_driving)
     if with_deformation:  # evaluation only (motion metrics): a separate compilation
         return out["prediction"], kp_driving, out["deformation"]
     return out["prediction"], kp_driving

@@ -442,7 +442,7 @@ def eval_step(defs: StepDefs, state: TrainState, batch: Batch,
     # source_lq is the clean source unless config.eval.degraded_source (see train.py).
     src = gen.source_state(source, batch["source_lq"].astype(jnp.float32))
     prediction = gen.drive(src, driving)
-    still = gen.generator.decode(src["feature_3d"], src["kp"], src["kp"])
+    still = gen.render(src, src["kp"])  # driven by its own keypoints: no motion
     images = (prediction["prediction"], source, still["prediction"])
     scores: dict[str, dict[str, jax.Array]] = {name: {} for name in metrics.REFERENCES}
     if motion_metrics.TRUTH_KEYS[0] in batch:

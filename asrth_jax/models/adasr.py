@@ -1,4 +1,10 @@
-"""The AdaSR networks built from a config, and the one-frame inference path."""
+"""The AdaSR networks built from a config, and the one render path.
+
+`AdaSRGenerator` owns "encode a source, drive frames": `source_state` (once per
+source), `driving_keypoints` (with an optional head-pose override: free view), `render`
+(the decoder at given keypoints) and `drive` (the two in one, as training calls it).
+Training, the periodic evaluation, `inference.Animator` and the benchmark all use them.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from flax import nnx
 from asrth_jax.models import blocks
 from asrth_jax.models.discriminator import MultiScaleDiscriminator
 from asrth_jax.models.generator import OcclusionAwareSPADEGenerator
-from asrth_jax.models.head_pose import HEEstimator, transform_keypoints
+from asrth_jax.models.head_pose import HEEstimator, head_pose_degrees, transform_keypoints
 from asrth_jax.models.keypoint_detector import KPDetector
 
 NETWORKS = ("generator", "kp_detector", "he_estimator", "discriminator")
@@ -65,14 +71,42 @@ class AdaSRGenerator(nnx.Module):
                  source_lq: jax.Array | None = None) -> dict[str, Any]:
         return self.drive(self.source_state(source, source_lq), driving)
 
+    def driving_keypoints(self, src: dict, driving: jax.Array,
+                          pose_override: tuple[jax.Array, jax.Array] | None = None
+                          ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(B, K, 3) keypoints of the source's canonical keypoints in each driving frame's
+        pose and expression, and that pose. `pose_override` (free view): (angles (3,)
+        yaw, pitch, roll in degrees, override (3,) bool), the angles that replace the
+        estimate. A source of batch 1 serves every frame."""
+        he = self.he_estimator(driving)
+        kp_canonical = _tile(src["kp_canonical"], driving.shape[0])
+        if pose_override is None:
+            return transform_keypoints(kp_canonical, he), he
+        angles, override = pose_override
+        degrees = head_pose_degrees(he)
+        yaw, pitch, roll = (jnp.where(override[i], angles[i], degrees[name])
+                            for i, name in enumerate(("yaw", "pitch", "roll")))
+        return transform_keypoints(kp_canonical, he, yaw=yaw, pitch=pitch, roll=roll), he
+
+    def render(self, src: dict, kp_driving: jax.Array) -> dict[str, Any]:
+        """The decoder's output (prediction, occlusion, deformation, ...) for the encoded
+        source moved from its keypoints to `kp_driving` (B, K, 3)."""
+        batch = kp_driving.shape[0]
+        return self.generator.decode(_tile(src["feature_3d"], batch), kp_driving,
+                                     _tile(src["kp"], batch))
+
     def drive(self, src: dict, driving: jax.Array) -> dict[str, Any]:
         """Renders an encoded source (`source_state`) in the pose of `driving`."""
-        he_driving = self.he_estimator(driving)
-        kp_driving = transform_keypoints(src["kp_canonical"], he_driving)
-        out = self.generator.decode(src["feature_3d"], kp_driving, src["kp"])
+        kp_driving, he_driving = self.driving_keypoints(src, driving)
+        out = self.render(src, kp_driving)
         out.update(kp_canonical=src["kp_canonical"], kp_source=src["kp"],
                    kp_driving=kp_driving, he_source=src["he"], he_driving=he_driving)
         return out
+
+
+def _tile(x: jax.Array, batch: int) -> jax.Array:
+    """`x` with its batch axis broadcast to `batch` (unchanged when it is already)."""
+    return jnp.broadcast_to(x, (batch,) + x.shape[1:])
 
 
 def _jit_init(make: Callable[[nnx.Rngs], nnx.Module], seed: int | jax.Array) -> nnx.Module:
