@@ -304,13 +304,13 @@ def load_animator(config, *, checkpoint: str | None, torch_checkpoint: str | Non
                   dtype: str = "float32", batch_size: int = 1,
                   config_name: str = "") -> Animator:
     """The generator side of `config` with its weights, as an Animator (AnimateError)."""
-    from asrth_jax import inference
+    from asrth_jax import inference, model_loading
 
     try:
-        model = inference.load_generator_side(
+        model = model_loading.load_generator_side(
             config, checkpoint=checkpoint, torch_checkpoint=torch_checkpoint,
             dtype=None if dtype == "float32" else dtype)
-    except inference.ModelLoadError as err:
+    except model_loading.ModelLoadError as err:
         where = f" (config {config_name})" if config_name else ""
         raise AnimateError(f"{_one_line(str(err))}{where}") from None
     return inference.make_animator(model, batch_size)

@@ -9,7 +9,7 @@ The errors of one module's own inputs subclass `AsrthError` there, beside the co
 that raises them: `checkpoints` (DamagedCheckpointError, ModelMismatchError,
 ResumeError), `torch_files.TorchFileError`, `convert` (ConversionError, OutputError),
 `media.MediaError`, `cli_args.OutputPathError`, `workdir.WorkdirError`,
-`inference.ModelLoadError`, `animate.AnimateError`, `evaluate.EvaluateError`.
+`model_loading.ModelLoadError`, `animate.AnimateError`, `evaluate.EvaluateError`.
 """
 
 from __future__ import annotations

@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.akd == "auto" and akd_why is not None:
         print(f"note: {akd_why}; evaluating without AKD", file=sys.stderr)
 
-    from asrth_jax import inference
+    from asrth_jax import inference, model_loading
     from asrth_jax.config_lib import ConfigError, load_config_file
 
     try:
@@ -402,10 +402,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except (EvaluateError, ConfigError) as err:
         raise cli_args.fail(str(err)) from None
     try:
-        model = inference.load_generator_side(
+        model = model_loading.load_generator_side(
             config, checkpoint=args.checkpoint, torch_checkpoint=args.torch_checkpoint,
             dtype=None if args.dtype == "float32" else args.dtype)
-    except inference.ModelLoadError as err:
+    except model_loading.ModelLoadError as err:
         raise cli_args.fail(f"{err} (config {args.config})") from None
     animator = inference.make_animator(model, config.data.eval.batch_size)
     try:

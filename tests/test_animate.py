@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from animate_fixtures import REAL, tiny_checkpoint
 
-from asrth_jax import animate, inference, media
+from asrth_jax import animate, media, model_loading
 
 pytestmark = pytest.mark.skipif(not (REAL / "529_2.mp4").exists(),
                                 reason="real clips not available")
@@ -143,7 +143,7 @@ def test_bad_options_refused_before_the_model(setup, tmp_path, capsys, monkeypat
     def no_model(*args, **kwargs):
         raise AssertionError("the model was built before the options were checked")
 
-    monkeypatch.setattr(inference, "load_generator_side", no_model)
+    monkeypatch.setattr(model_loading, "load_generator_side", no_model)
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     folder = tmp_path / "out.mp4"

@@ -13,7 +13,7 @@ from flax import nnx
 from test_inference import randomize
 from tiny_train_config import TEST_MODEL
 
-from asrth_jax import checkpoints, config_lib, inference
+from asrth_jax import checkpoints, config_lib, model_loading
 from asrth_jax.models import adasr
 
 
@@ -83,8 +83,8 @@ def test_damaged_latest_step_names_it_and_the_steps_that_load(run, tmp_path, dam
     assert f"--checkpoint {root / 'checkpoints' / '1'}" in message
     # animate/evaluate load through inference: the same one line, not a "mismatch"
     config = ml_collections.ConfigDict({"model": run["model"], "image_size": 32})
-    with pytest.raises(inference.ModelLoadError, match="checkpoint step 2 .* is damaged"):
-        inference.load_generator_side(config, checkpoint=str(root))
+    with pytest.raises(model_loading.ModelLoadError, match="checkpoint step 2 .* is damaged"):
+        model_loading.load_generator_side(config, checkpoint=str(root))
     assert step_dir.is_dir()  # kept
     step, _ = _restore(root / "checkpoints" / "1", run["model"])  # the way out it names
     assert step == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from asrth_jax import akd, benchmark, cli_args, evaluate, inference
+from asrth_jax import akd, benchmark, cli_args, evaluate, inference, model_loading
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "tests" / "tiny_train_config.py")
@@ -21,7 +21,7 @@ def _never(*args, **kwargs):
 
 @pytest.fixture(autouse=True)
 def no_models(monkeypatch):
-    monkeypatch.setattr(inference, "load_generator_side", _never)
+    monkeypatch.setattr(model_loading, "load_generator_side", _never)
     monkeypatch.setattr(evaluate, "open_eval_data", _never)
     monkeypatch.setattr(benchmark, "run", _never)
 
@@ -211,7 +211,7 @@ def test_library_errors_share_one_typed_root():
 
     value_errors = (config_lib.ConfigError, convert.ConversionError, convert.OutputError,
                     torch_files.TorchFileError, media.MediaError, cli_args.OutputPathError,
-                    inference.ModelLoadError, animate.AnimateError, evaluate.EvaluateError)
+                    model_loading.ModelLoadError, animate.AnimateError, evaluate.EvaluateError)
     others = (checkpoints.DamagedCheckpointError, checkpoints.ModelMismatchError,
               checkpoints.ResumeError, workdir.WorkdirError)
     for cls in value_errors + others:

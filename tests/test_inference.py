@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from asrth_jax import inference
+from asrth_jax import inference, model_loading
 from asrth_jax.models import adasr
 
 
@@ -148,10 +148,10 @@ def test_load_errors_are_one_line(tmp_path):
     import ml_collections
 
     config = ml_collections.ConfigDict({"model": tiny_model_config(), "image_size": 64})
-    with pytest.raises(inference.ModelLoadError) as err:
-        inference.load_generator_side(config, checkpoint=str(tmp_path / "missing"))
+    with pytest.raises(model_loading.ModelLoadError) as err:
+        model_loading.load_generator_side(config, checkpoint=str(tmp_path / "missing"))
     assert "does not exist" in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(inference.ModelLoadError):
-        inference.load_generator_side(config)
+    with pytest.raises(model_loading.ModelLoadError):
+        model_loading.load_generator_side(config)
 
 
