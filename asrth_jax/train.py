@@ -1,9 +1,13 @@
 """Train AdaSR: `python -m asrth_jax.train --config configs/vox.py --workdir DIR`.
 
-One loop (big_vision style): data from Grain, one jitted update per step, and side
-effects at the edge: Orbax checkpoints (async, kept N, also on SIGTERM), TensorBoard
-scalars and image grids through clu, periodic evaluation, progress/ETA, profiling.
-A run resumes automatically from the latest checkpoint in `--workdir`.
+One loop (big_vision style), read top to bottom: the config checked once
+(`config_lib.check_training_config`), data from Grain, the state (`train_step.TrainState`,
+restored or initialised), one jitted `train_step` per step (`train_step.TrainSetup`), and
+side effects at the edge: Orbax checkpoints (`checkpoints.TrainCheckpointer`: async,
+kept N, also on SIGTERM), TensorBoard scalars and `metrics.jsonl`, image grids through
+clu, the periodic evaluation (the protocol of `asrth_jax.metrics`, on held-out videos),
+progress/ETA, profiling. A run resumes automatically from the latest checkpoint in
+`--workdir`.
 
 Multi-host: pass `--distributed` (Cloud TPU, SLURM, GKE: auto-detected) or the three
 `--coordinator_address/--num_processes/--process_id` flags.
