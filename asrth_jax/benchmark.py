@@ -162,6 +162,9 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
         if trainer.defs.pose_from_data:
             local["driving_pose"] = rng.uniform(-30, 30, size=(global_batch // jax.process_count(),
                                                               3)).astype(np.float32)
+        if config.loss.head_translation:
+            local["driving_centre"] = rng.uniform(
+                -0.2, 0.2, size=(global_batch // jax.process_count(), 2)).astype(np.float32)
         data = trainer.shard_batch(local)
         start = time.perf_counter()
         lowered = trainer.train_step.lower(state, data, trainer.frozen_state)

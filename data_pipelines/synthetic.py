@@ -131,10 +131,15 @@ def frame_state(identity_seed: int, t: float) -> tuple[np.ndarray, np.ndarray, f
     return pose, trans, blink, mouth
 
 
+def centre_pixels(trans: np.ndarray, size: int) -> np.ndarray:
+    """(2,) pixel (x, y) the head turns about: the frame's (0.5, 0.52) plus translation."""
+    return np.array([0.5 + trans[0], 0.52 + trans[1]]) * size
+
+
 def head_centre(trans: np.ndarray, size: int) -> np.ndarray:
     """(2,) head centre (x, y), the point the head turns about, in the keypoint frame:
     [-1, 1] over the pixel centres 0 .. size - 1, as `make_coordinate_grid` spans them."""
-    pixels = (np.array([0.5, 0.52]) + np.asarray(trans)) * size
+    pixels = centre_pixels(trans, size)
     return (2.0 * pixels / (size - 1) - 1.0).astype(np.float32)
 
 
@@ -147,7 +152,7 @@ def project_landmarks(identity_seed: int, pose: np.ndarray, trans: np.ndarray, s
     pts[9, 1] += 0.10 * mouth
     scale = np.array([ident.head_w, ident.head_h, ident.head_w]) * size
     rotated = (pts @ rotation_matrix(*pose).T) * scale
-    centre = np.array([0.5 + trans[0], 0.52 + trans[1]]) * size
+    centre = centre_pixels(trans, size)
     return (rotated[:, :2] + centre).astype(np.float32)
 
 
@@ -165,7 +170,7 @@ def _head_alphas(identity_seed: int, pose: np.ndarray, trans: np.ndarray, size: 
     """Anti-aliased uint8 (size, size) coverage of the hair and of the face (skin)."""
     ident = make_identity(identity_seed)
     yaw, pitch, roll = (float(a) for a in pose)
-    centre = np.array([0.5 + trans[0], 0.52 + trans[1]]) * size
+    centre = centre_pixels(trans, size)
     axes_w = ident.head_w * size * (0.92 + 0.08 * math.cos(math.radians(yaw)))
     axes_h = ident.head_h * size * (0.95 + 0.05 * math.cos(math.radians(pitch)))
     hair_mask = np.zeros((size, size), np.uint8)
@@ -202,7 +207,7 @@ def render_frame(
     lm = project_landmarks(identity_seed, pose, trans, size, mouth)
     yaw, pitch, roll = (float(a) for a in pose)
     img = bg.copy()
-    centre = np.array([0.5 + trans[0], 0.52 + trans[1]]) * size
+    centre = centre_pixels(trans, size)
     # Textures slide with the head so the skin/hair pattern moves with it.
     shift_x = centre[0] - size / 2 + math.sin(math.radians(yaw)) * ident.head_w * size * 0.6
     shift_y = centre[1] - size / 2 + math.sin(math.radians(pitch)) * ident.head_h * size * 0.4
