@@ -21,6 +21,7 @@ RELEASED_MODEL = {
     "he_estimator": {
         "block_expansion": 64, "num_bins": 66,
         "stage_features": (256, 512, 1024, 2048), "stage_blocks": (3, 3, 5, 2),
+        "norm": "batch",  # blocks.NORM_LAYERS
     },
     "generator": {
         "block_expansion": 64, "max_features": 512, "num_down_blocks": 2,

@@ -299,3 +299,36 @@ def test_batch_norm_averages_its_statistics_with_the_given_reduction():
     given.eval()
     blocks.set_statistics_mean(given, no_reduction)
     given(x)
+
+
+def _he_estimator(norm: str) -> nnx.Module:
+    from asrth_jax.models.head_pose import HEEstimator
+
+    return HEEstimator(block_expansion=8, num_kp=2, image_channel=3,
+                       stage_features=(16, 16, 16, 16), stage_blocks=(1, 1, 1, 1),
+                       norm=blocks.norm_layer(norm), rngs=nnx.Rngs(0))
+
+
+def test_group_norm_head_pose_estimator_reads_each_example_alone():
+    # The point of `norm="group"`: in training mode an example's pose does not depend
+    # on which other examples share its batch (BatchNorm's does).
+    images = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
+    others = jax.random.uniform(jax.random.key(1), (3, 32, 32, 3))
+    for norm, independent in (("group", True), ("batch", False)):
+        he = _he_estimator(norm)
+        he.fc_t.kernel[...] = jax.random.normal(jax.random.key(2), he.fc_t.kernel.shape)
+        he.train()
+        alone = he(images)["t"][0]
+        mixed = he(jnp.concatenate([images[:1], others]))["t"][0]
+        assert np.allclose(alone, mixed, atol=1e-5) == independent, norm
+    assert any(isinstance(m, nnx.GroupNorm) for _, m in nnx.iter_graph(_he_estimator("group")))
+    assert not any(isinstance(m, nnx.BatchNorm)
+                   for _, m in nnx.iter_graph(_he_estimator("group")))
+
+
+def test_unknown_norm_layer_is_one_config_error():
+    from asrth_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.he_estimator.norm='layer'.*batch, group"):
+        blocks.norm_layer("layer")
+    assert config_lib.model_config().he_estimator.norm == "batch"

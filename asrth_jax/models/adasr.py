@@ -46,10 +46,12 @@ class AdaSRGenerator(nnx.Module):
         self.kp_detector = KPDetector(num_kp=common.num_kp, image_channel=common.image_channel,
                                       rngs=rngs, dtype=dt, **model_config.kp_detector)
         he = dict(model_config.he_estimator)
+        norm = blocks.norm_layer(he.pop("norm"))
         self.he_estimator = HEEstimator(num_kp=common.num_kp,
-                                        image_channel=common.image_channel, rngs=rngs,
-                                        dtype=dt, **{k: tuple(v) if isinstance(v, list) else v
-                                                     for k, v in he.items()})
+                                        image_channel=common.image_channel, norm=norm,
+                                        rngs=rngs, dtype=dt,
+                                        **{k: tuple(v) if isinstance(v, list) else v
+                                           for k, v in he.items()})
 
     def source_state(self, source: jax.Array, source_lq: jax.Array | None = None) -> dict:
         """What a source contributes once per video: canonical kp, pose, feature volume.

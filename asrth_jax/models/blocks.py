@@ -14,12 +14,15 @@ Two choices here change how (not what) is computed, and both are visible:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from asrth_jax.errors import ConfigError
 
 Dtype = Any
 
@@ -194,6 +197,25 @@ def batch_norm(features: int, *, rngs: nnx.Rngs, dtype: Dtype = None) -> BatchNo
     norm.mean = BatchStat(norm.mean.get_value())
     norm.var = BatchStat(norm.var.get_value())
     return norm
+
+
+def group_norm(features: int, *, rngs: nnx.Rngs, dtype: Dtype = None) -> nnx.GroupNorm:
+    """Per-example statistics (8 groups, fewer where the width is not a multiple of 8):
+    unlike BatchNorm, an example's output does not depend on the rest of a small batch."""
+    return nnx.GroupNorm(features, num_groups=math.gcd(8, features), epsilon=NORM_EPSILON,
+                         dtype=dtype, rngs=rngs)
+
+
+NormFactory = Callable[..., nnx.Module]
+NORM_LAYERS: dict[str, NormFactory] = {"batch": batch_norm, "group": group_norm}
+
+
+def norm_layer(name: str) -> NormFactory:
+    """The norm factory a config names (`model.he_estimator.norm`)."""
+    if name not in NORM_LAYERS:
+        raise ConfigError(f"model.he_estimator.norm={name!r} is not a norm layer; use one of "
+                          f"{', '.join(NORM_LAYERS)}")
+    return NORM_LAYERS[name]
 
 
 def instance_norm(x: jax.Array, epsilon: float = NORM_EPSILON) -> jax.Array:
@@ -429,18 +451,19 @@ class ResBlock(nnx.Module):
 class ResBottleneck(nnx.Module):
     """ResNet bottleneck (1x1 -> 3x3 -> 1x1, BatchNorm, post-activation)."""
 
-    def __init__(self, features, stride, *, rngs: nnx.Rngs, dtype: Dtype = None):
+    def __init__(self, features, stride, *, norm: NormFactory = batch_norm, rngs: nnx.Rngs,
+                 dtype: Dtype = None):
         mid = features // 4
         self.conv1 = conv(features, mid, 1, rngs=rngs, dtype=dtype)
         self.conv2 = conv(mid, mid, 3, padding=1, stride=stride, rngs=rngs, dtype=dtype)
         self.conv3 = conv(mid, features, 1, rngs=rngs, dtype=dtype)
-        self.norm1 = batch_norm(mid, rngs=rngs, dtype=dtype)
-        self.norm2 = batch_norm(mid, rngs=rngs, dtype=dtype)
-        self.norm3 = batch_norm(features, rngs=rngs, dtype=dtype)
+        self.norm1 = norm(mid, rngs=rngs, dtype=dtype)
+        self.norm2 = norm(mid, rngs=rngs, dtype=dtype)
+        self.norm3 = norm(features, rngs=rngs, dtype=dtype)
         self.stride = stride
         if stride != 1:
             self.skip = conv(features, features, 1, stride=stride, rngs=rngs, dtype=dtype)
-            self.norm4 = batch_norm(features, rngs=rngs, dtype=dtype)
+            self.norm4 = norm(features, rngs=rngs, dtype=dtype)
 
     def __call__(self, x):
         out = nnx.relu(self.norm1(self.conv1(x)))

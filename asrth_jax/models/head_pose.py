@@ -20,27 +20,31 @@ class HEEstimator(nnx.Module):
 
     def __init__(self, *, block_expansion, num_kp, image_channel, num_bins=NUM_BINS,
                  stage_features=(256, 512, 1024, 2048), stage_blocks=(3, 3, 5, 2),
-                 rngs: nnx.Rngs, dtype=None):
+                 norm: blocks.NormFactory = blocks.batch_norm, rngs: nnx.Rngs, dtype=None):
+        """`norm` builds every norm layer: the release's BatchNorm, or `blocks.group_norm`
+        for small-batch training, where batch statistics over a few examples blur the
+        absolute pose this network regresses."""
         f1, f2, f3, f4 = stage_features
         n1, n3, n5, n7 = stage_blocks
         kw = dict(rngs=rngs, dtype=dtype)
+        bkw = dict(norm=norm, **kw)
         self.conv1 = blocks.conv(image_channel, block_expansion, 7, padding=3, stride=2, **kw)
-        self.norm1 = blocks.batch_norm(block_expansion, **kw)
+        self.norm1 = norm(block_expansion, **kw)
         self.conv2 = blocks.conv(block_expansion, f1, 1, **kw)
-        self.norm2 = blocks.batch_norm(f1, **kw)
-        self.block1 = nnx.List([blocks.ResBottleneck(f1, 1, **kw) for _ in range(n1)])
+        self.norm2 = norm(f1, **kw)
+        self.block1 = nnx.List([blocks.ResBottleneck(f1, 1, **bkw) for _ in range(n1)])
         self.conv3 = blocks.conv(f1, f2, 1, **kw)
-        self.norm3 = blocks.batch_norm(f2, **kw)
-        self.block2 = blocks.ResBottleneck(f2, 2, **kw)
-        self.block3 = nnx.List([blocks.ResBottleneck(f2, 1, **kw) for _ in range(n3)])
+        self.norm3 = norm(f2, **kw)
+        self.block2 = blocks.ResBottleneck(f2, 2, **bkw)
+        self.block3 = nnx.List([blocks.ResBottleneck(f2, 1, **bkw) for _ in range(n3)])
         self.conv4 = blocks.conv(f2, f3, 1, **kw)
-        self.norm4 = blocks.batch_norm(f3, **kw)
-        self.block4 = blocks.ResBottleneck(f3, 2, **kw)
-        self.block5 = nnx.List([blocks.ResBottleneck(f3, 1, **kw) for _ in range(n5)])
+        self.norm4 = norm(f3, **kw)
+        self.block4 = blocks.ResBottleneck(f3, 2, **bkw)
+        self.block5 = nnx.List([blocks.ResBottleneck(f3, 1, **bkw) for _ in range(n5)])
         self.conv5 = blocks.conv(f3, f4, 1, **kw)
-        self.norm5 = blocks.batch_norm(f4, **kw)
-        self.block6 = blocks.ResBottleneck(f4, 2, **kw)
-        self.block7 = nnx.List([blocks.ResBottleneck(f4, 1, **kw) for _ in range(n7)])
+        self.norm5 = norm(f4, **kw)
+        self.block6 = blocks.ResBottleneck(f4, 2, **bkw)
+        self.block7 = nnx.List([blocks.ResBottleneck(f4, 1, **bkw) for _ in range(n7)])
         # Zero-initialised heads: training starts from a frontal pose, no translation and
         # no expression, i.e. near-identity motion. Random heads put the keypoints
         # outside the [-1, 1] volume, so the warp reads zeros and the decoder learns a
