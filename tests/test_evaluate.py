@@ -76,8 +76,8 @@ def test_evaluate_prints_every_metric_with_copy_source(evaluated):
     assert 0.0 <= summary["metrics"]["l1"]["copy_source"] < 1.0
     rows = list(csv.DictReader(open(out / "per_video.csv")))
     assert sorted(r["video"] for r in rows) == ["529_2", "tpsmm"]
-    assert all(int(r["frames"]) == FRAMES and "model_l1" in r and "copy_source_l1" in r and "no_motion_l1" in r
-               for r in rows)
+    columns = {"model_l1", "copy_source_l1", "no_motion_l1"}
+    assert all(int(r["frames"]) == FRAMES and columns <= set(r) for r in rows)
     assert json.loads((out / "summary.json").read_text())["num_frames"] == 2 * FRAMES
     assert (out / "contact_sheet.png").stat().st_size > 0
     # real clips carry no ground-truth landmarks: no motion metrics, no note

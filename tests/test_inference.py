@@ -129,6 +129,21 @@ def test_animators_of_one_architecture_share_compiled_programs(animator):
         src, frames[0]))).max() > 0  # its own weights, not the first one's
 
 
+def test_graph_key_tells_architectures_apart():
+    """Equal architectures share a key (a list-valued attribute such as a conv's
+    padding does not stop the hashing); another keypoint count is another program."""
+    config = tiny_model_config()
+    other = config.copy_and_resolve_references()
+    other.common.num_kp = config.common.num_kp + 1
+
+    def key(model_config):
+        return inference.GraphKey(nnx.split(nnx.eval_shape(
+            lambda: adasr.build_generator(model_config)))[0])
+
+    assert key(config) == key(config) and hash(key(config)) == hash(key(config))
+    assert key(other) != key(config)
+
+
 def test_encoded_appearance_comes_from_the_degraded_copy(animator):
     """`encode_source(image, image_lq)`: keypoints and pose of `image`, the appearance
     volume of `image_lq` (AdaSR's degraded source, as training encodes it)."""

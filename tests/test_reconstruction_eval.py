@@ -24,7 +24,7 @@ def test_batches_are_padded_masked_and_carry_the_ground_truth(evaluator):
     assert sizes[-1] < 3  # the last batch is short: padded below
     batches = list(evaluator.batches())
     assert [int(mask.sum()) for _, mask in batches] == sizes
-    for batch, mask in batches:
+    for batch, _ in batches:
         assert all(v.shape[0] == 3 for v in batch.values())
         assert set(motion_metrics.TRUTH_KEYS) <= set(batch)
     last, mask = batches[-1]
