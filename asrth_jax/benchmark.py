@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -131,6 +130,21 @@ def largest_fitting_batch(plan: dict[str, int], batch: int, limit: int, multiple
     return max(multiple, fitting // multiple * multiple)
 
 
+def random_train_batch(rng: np.random.Generator, batch: int, size: int, *, pose: bool,
+                       centre: bool) -> dict[str, np.ndarray]:
+    """Random images for the train step, and what its teachers read where they are on:
+    the true driving pose (`pose`: yaw, pitch, roll in degrees) and head centre
+    (`centre`: x, y in the keypoint frame)."""
+    from asrth_jax.train_step import BATCH_KEYS, CENTRE_KEY, POSE_KEY
+
+    local = {k: rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
+             for k in BATCH_KEYS}
+    for key, width, bound, used in ((POSE_KEY, 3, 30.0, pose), (CENTRE_KEY, 2, 0.2, centre)):
+        if used:
+            local[key] = rng.uniform(-bound, bound, size=(batch, width)).astype(np.float32)
+    return local
+
+
 def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool = True,
                     compile_only: bool = False, profile_dir: str | None = None,
                     probe_batch: int = 4) -> dict[str, Any]:
@@ -157,14 +171,9 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
 
     def compile_at(global_batch: int):
         sharding.check_batch_divides(global_batch, mesh)
-        local = {k: rng.uniform(size=(global_batch // jax.process_count(), size, size, 3))
-                 .astype(np.float32) for k in ("source", "source_lq", "driving")}
-        if trainer.defs.pose_from_data:
-            local["driving_pose"] = rng.uniform(-30, 30, size=(global_batch // jax.process_count(),
-                                                              3)).astype(np.float32)
-        if config.loss.head_translation:
-            local["driving_centre"] = rng.uniform(
-                -0.2, 0.2, size=(global_batch // jax.process_count(), 2)).astype(np.float32)
+        local = random_train_batch(rng, global_batch // jax.process_count(), size,
+                                   pose=trainer.defs.pose_from_data,
+                                   centre=bool(config.loss.head_translation))
         data = trainer.shard_batch(local)
         start = time.perf_counter()
         lowered = trainer.train_step.lower(state, data, trainer.frozen_state)
@@ -216,36 +225,31 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
 
 
 def benchmark_inference(config, batch: int, steps: int, dtype: str | None) -> dict[str, Any]:
-    """Per driving frame: head pose of the frame, keypoints, dense motion, decoder."""
+    """The inference path as `animate` runs it (`inference.Animator`: the source encoded
+    once, then per driving frame its head pose, keypoints, dense motion and decoder, in
+    batches of `batch`, relative motion), on random frames with random weights: compile
+    time, seconds per frame (median of `steps` batches, host copy included) and compiled
+    FLOPs per frame."""
+    from asrth_jax import inference
     from asrth_jax.models import adasr
 
-    gen_side = adasr.build_generator(config.model, dtype=dtype)
-    gen_side.eval()
-    graphdef, state = nnx.split(gen_side)
+    animator = inference.make_animator(adasr.build_generator(config.model, dtype=dtype), batch)
+    rng = np.random.default_rng(1)
     size = config.image_size
-    source = jnp.asarray(np.random.default_rng(1).uniform(size=(1, size, size, 3)), jnp.float32)
-    driving = jnp.asarray(np.random.default_rng(2).uniform(size=(batch, size, size, 3)),
-                          jnp.float32)
-
-    @jax.jit
-    def encode(state, source):
-        return nnx.merge(graphdef, state).source_state(source)
-
-    @jax.jit
-    def render(state, src, frames):
-        return nnx.merge(graphdef, state).drive(src, frames)["prediction"]
-
     progress("encoding the source (compiles the encoder)")
-    src = jax.block_until_ready(encode(state, source))
+    src = animator.encode_source(rng.integers(0, 256, (size, size, 3), np.uint8))
+    frames = rng.integers(0, 256, (batch, size, size, 3), np.uint8)
+    motion = animator.prepare_motion(src, frames[0], relative=True)
     start = time.perf_counter()
-    compiled = render.lower(state, src, driving).compile()
+    animator.render(src, frames, motion)  # compiles the renderer
     compile_s = time.perf_counter() - start
     progress(f"inference at batch {batch} compiled")
-    jax.block_until_ready(compiled(state, src, driving))
-    frame_s = float(np.median(_timed(compiled, state, src, driving, repeats=steps))) / batch
+    frame_s = float(np.median(_timed(animator.render, src, frames, motion,
+                                     repeats=steps))) / batch
+    flops = _flops(animator.lower_render(src, frames, motion).compile())
     return {"inference_compile_s": compile_s, "inference_s_per_frame": frame_s,
             "inference_frames_per_s": 1.0 / frame_s,
-            "inference_flops_per_frame": _flops(compiled) / batch}
+            "inference_flops_per_frame": flops / batch}
 
 
 def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: bool = False,

@@ -9,7 +9,8 @@ The errors of one module's own inputs subclass `AsrthError` there, beside the co
 that raises them: `checkpoints` (DamagedCheckpointError, ModelMismatchError,
 ResumeError), `torch_files.TorchFileError`, `convert` (ConversionError, OutputError),
 `media.MediaError`, `cli_args.OutputPathError`, `workdir.WorkdirError`,
-`model_loading.ModelLoadError`, `animate.AnimateError`, `evaluate.EvaluateError`.
+`model_loading.ModelLoadError`, `animate.AnimateError`, `evaluate.EvaluateError`,
+`data_pipelines.errors.DatasetNotFoundError`.
 """
 
 from __future__ import annotations

@@ -3,13 +3,16 @@
     python -m asrth_jax.evaluate --checkpoint DIR --config configs/vox.py \\
         --data data/vox_256 --out eval/vox [--max-videos N --max-frames N]
 
-For every test video, frame 0 is the source and every frame t (0 included) is
-driven and compared with the real frame t (`data_pipelines.pipeline.make_eval_dataset`).
-The source is encoded once per video; motion is absolute (with frame 0 as the source,
-relative motion gives the same keypoints). Two references are always computed
-beside the model: copy-source (predict the source frame for every t), the floor each
-number must beat, and no-motion (the model driven by its own source frame), which the
-model equals when it renders the source without following the driver.
+The protocol is training's periodic evaluation (`asrth_jax.reconstruction_eval`: the
+same data iteration, scores, names and reduction), run here with a predict function on
+`inference.Animator`: for every test video, frame 0 is the source and every frame t
+(0 included) is driven and compared with the real frame t. The source is encoded once
+per video; motion is absolute (with frame 0 as the source, relative motion gives the
+same keypoints). Two references are always computed beside the model: copy-source
+(predict the clean source frame for every t), the floor each number must beat, and
+no-motion (the model driven by its own source frame), which the model equals when it
+renders the source without following the driver. Every score is named
+`{model,copy_source,no_motion}_{metric}` (the CSV's columns, as in the training logs).
 
 `--data` may be the `--out` of `python -m data_pipelines.prepare` (TFDS), a FOMM
 folder with `test/`, a flat folder of clips (its held-out 20 %, as in training), or
@@ -42,16 +45,14 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from asrth_jax import akd, cli_args, errors, media, metrics, motion_metrics
+from asrth_jax import akd, cli_args, errors, media, metrics, motion_metrics, reconstruction_eval
 
-PSNR_CAP_DB = 100.0  # identical frames (copy-source at t=0) would give +inf
-REFERENCE_PREFIXES = ("", "copy_", "no_motion_")  # model, copy-source, no-motion columns
-PREFIXES = dict(zip(metrics.REFERENCES, REFERENCE_PREFIXES, strict=True))
 OUTPUT_FILES = ("per_video.csv", "summary.json", "contact_sheet.png")
 SYNTHETIC = "synthetic"  # --data value: the config's synthetic test identities
 HIGHER_IS_BETTER = {**metrics.HIGHER_IS_BETTER, **motion_metrics.HIGHER_IS_BETTER}
@@ -86,8 +87,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=count, default=0,
                    help="frames per step (0: config.data.eval.batch_size)")
     p.add_argument("--degraded-source", action="store_true",
-                   help="encode the source degraded with config.data.degradation (fixed "
-                        "seed) instead of the clean frame 0")
+                   help="encode the appearance from frame 0 degraded with "
+                        "config.data.degradation (fixed seed) instead of the clean frame 0 "
+                        "(keypoints and copy-source stay the clean frame, as in training)")
     p.add_argument("--contact-cases", type=count, default=3,
                    help="best and worst frames shown")
     p.add_argument("--akd", default="auto", choices=("auto", "require", "off"),
@@ -143,23 +145,18 @@ def _folder_kind(data_config: Any, root: Path) -> str:
     return kind
 
 
-def open_eval_data(data_config: Any, batch_size: int) -> tuple[Any, list[str], Any]:
-    """The batched test split, its video names and its ground truth (the synthetic video
-    collection, which knows each frame's landmarks and head mask; None for real data).
-    Bad data fails here, before any model."""
+def open_eval_data(data_config: Any, batch_size: int) -> reconstruction_eval.Evaluator:
+    """The evaluator over the test split (its video names and, on synthetic data, its
+    ground truth). Bad data fails here, before any model."""
     from data_pipelines.errors import DatasetNotFoundError
-    from data_pipelines.pipeline import build_videos, make_eval_dataset
 
     try:
-        videos = build_videos(data_config, "test")
-        names = [videos.name(i) for i in range(len(videos))]
-        ds = make_eval_dataset(data_config, batch_size=batch_size)
+        evaluator = reconstruction_eval.Evaluator(data_config, batch_size=batch_size)
     except (DatasetNotFoundError, ValueError) as err:
         raise EvaluateError(str(err)) from None
-    if not names:
+    if not evaluator.names:
         raise EvaluateError("the test split has no videos; check --data")
-    truth = videos if motion_metrics.has_ground_truth(videos) else None
-    return ds, names, truth
+    return evaluator
 
 
 def _mean(values: list[float]) -> float:
@@ -205,141 +202,188 @@ class _Cases:
         return np.concatenate(rows, axis=0) if rows else None
 
 
-def _motion_scores(gt: dict[str, np.ndarray], fields: tuple, images: tuple,
-                   target: np.ndarray) -> tuple[dict, np.ndarray]:
-    """`metrics.motion_scores` of n rows from their ground truth
-    (`motion_metrics.ground_truth`), keyed by column prefix; and where the model sends
-    the driving landmarks (n, L, 2), for the contact sheet."""
-    scores = metrics.motion_scores(gt, fields, images, target)
-    sent = np.asarray(motion_metrics.transferred_landmarks(
-        fields[0], gt["driving_landmarks"], target.shape[1:3]))
-    return {PREFIXES[name]: {k: np.asarray(v) for k, v in values.items()}
-            for name, values in scores.items()}, sent
+def animator_predict(animator: Any, with_deformation: bool = False
+                     ) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """`reconstruction_eval`'s predict on `inference.Animator`: each video's source is
+    encoded once (keypoints from the clean frame 0, appearance from `source_lq`) and its
+    no-motion frame (the model driven by the clean source frame) rendered once; the
+    deformation fields too where the motion metrics need them."""
+    video: dict[str, Any] = {"index": None}
+
+    def render(src, frames, motion) -> tuple[np.ndarray, np.ndarray | None]:
+        if with_deformation:  # one compiled renderer, which also returns the deformation
+            pred, _, field = animator.render_with_deformation(src, frames, motion)
+            return pred, field
+        return animator.render(src, frames, motion), None
+
+    def predict(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        vids = np.asarray(batch["video_index"])
+        parts: dict[str, list] = {}
+        for v in dict.fromkeys(vids.tolist()):  # the batch's videos, in order
+            rows = np.nonzero(vids == v)[0]
+            if video["index"] != v:
+                src = animator.encode_source(batch["source"][rows[0]],
+                                             batch["source_lq"][rows[0]])
+                motion = animator.prepare_motion(src, relative=False)
+                video.update(index=v, src=src, motion=motion,
+                             still=render(src, batch["source"][rows[:1]], motion))
+            pred, field = render(video["src"], batch["driving"][rows], video["motion"])
+            still, still_field = video["still"]
+            outputs = {reconstruction_eval.PREDICTION: pred,
+                       reconstruction_eval.NO_MOTION: np.repeat(still, len(rows), 0)}
+            if with_deformation:
+                outputs[reconstruction_eval.DEFORMATION] = field
+                outputs[reconstruction_eval.NO_MOTION_DEFORMATION] = np.repeat(
+                    still_field, len(rows), 0)
+            for key, value in outputs.items():
+                parts.setdefault(key, []).append((rows, value))
+        out = {}
+        for key, pieces in parts.items():
+            first = pieces[0][1]
+            out[key] = np.empty((len(vids), *first.shape[1:]), first.dtype)
+            for rows, value in pieces:
+                out[key][rows] = value
+        return out
+
+    return predict
 
 
-def evaluate(animator: Any, data: tuple, *, cases: int = 3,
+class _Frames:
+    """The evaluator's observer: per-video rows, the metrics only the host computes
+    (LPIPS, AKD) and the contact sheet's best and worst frames."""
+
+    def __init__(self, names: list[str], host_metrics: tuple[str, ...], cases: _Cases,
+                 degraded_source: bool, with_truth: bool):
+        self.names, self.host_metrics, self.cases = names, host_metrics, cases
+        self.degraded_source, self.with_truth = degraded_source, with_truth
+        self.per_video: dict[int, dict[str, list[float]]] = {}
+        self._landmarks: dict[tuple[str, int], Any] = {}  # per video: copy, no-motion
+
+    def _video_landmarks(self, reference: str, video: int, image: np.ndarray) -> Any:
+        if (reference, video) not in self._landmarks:
+            self._landmarks[(reference, video)] = akd.face_landmarks(image)
+        return self._landmarks[(reference, video)]
+
+    def _host_scores(self, batch: dict, outputs: dict, target: np.ndarray
+                     ) -> dict[str, np.ndarray]:
+        images = dict(zip(metrics.REFERENCES, (
+            outputs[reconstruction_eval.PREDICTION],
+            np.asarray(batch["source"], np.float32) / 255.0,
+            outputs[reconstruction_eval.NO_MOTION]), strict=True))
+        key = reconstruction_eval.metric_key
+        scores = {}
+        if "lpips" in self.host_metrics:
+            scores.update({key(ref, "lpips"): metrics.lpips(image, target)
+                           for ref, image in images.items()})
+        if "akd" in self.host_metrics:
+            kp_target = akd.landmarks_of(batch["driving"])
+            vids = np.asarray(batch["video_index"]).tolist()
+            kp_copy = [self._video_landmarks("copy", v, s)
+                       for v, s in zip(vids, batch["source"], strict=True)]
+            kp_still = [self._video_landmarks("still", v, s) for v, s in zip(
+                vids, outputs[reconstruction_eval.NO_MOTION], strict=True)]
+            for ref, kp in zip(metrics.REFERENCES, (
+                    akd.landmarks_of(outputs[reconstruction_eval.PREDICTION]), kp_copy,
+                    kp_still), strict=True):
+                scores[key(ref, "akd")] = akd.distances(kp, kp_target)
+        return scores
+
+    def __call__(self, batch: dict, outputs: dict, scores: dict[str, np.ndarray]) -> None:
+        target = np.asarray(batch["driving"], np.float32) / 255.0
+        scores = {**scores, **self._host_scores(batch, outputs, target)}
+        vids = np.asarray(batch["video_index"])
+        for key, values in scores.items():
+            for v, value in zip(vids.tolist(), np.asarray(values, np.float64).tolist(),
+                                strict=True):
+                self.per_video.setdefault(v, {}).setdefault(key, []).append(value)
+        sent = None
+        if self.with_truth:  # where the model sends the true landmarks
+            sent = np.asarray(motion_metrics.transferred_landmarks(
+                outputs[reconstruction_eval.DEFORMATION], batch["driving_landmarks"],
+                target.shape[1:3]))
+        shown = batch["source_lq" if self.degraded_source else "source"]
+        model_key = reconstruction_eval.metric_key("model", self.cases.metric)
+        for i, v in enumerate(vids.tolist()):
+            label = f"{self.names[v]} t={int(batch['frame_index'][i, 1])}"
+            tiles = (shown[i], batch["driving"][i], outputs[reconstruction_eval.PREDICTION][i])
+            if sent is not None:
+                tiles += (motion_metrics.draw_landmark_transfer(
+                    batch["source"][i], batch["source_landmarks"][i], sent[i]),)
+            self.cases.add(float(scores[model_key][i]), label, tiles)
+
+    def rows(self, metric_names: list[str]) -> list[dict[str, Any]]:
+        rows = []
+        for v in sorted(self.per_video):
+            acc = self.per_video[v]
+            row = {"video_index": v, "video": self.names[v],
+                   "frames": len(next(iter(acc.values())))}
+            for name in metric_names:
+                for ref in metrics.REFERENCES:
+                    key = reconstruction_eval.metric_key(ref, name)
+                    row[key] = _mean(acc[key])
+            rows.append(row)
+        return rows
+
+    def values(self, key: str) -> list[float]:
+        """Every frame's value of `key`, over all videos."""
+        return [x for acc in self.per_video.values() for x in acc[key]]
+
+
+def evaluate(animator: Any, evaluator: reconstruction_eval.Evaluator, *, cases: int = 3,
              quiet: bool = False, degraded_source: bool = False,
              akd_unavailable: str | None = None) -> dict[str, Any]:
-    """Runs the protocol over `open_eval_data`'s (dataset, names[, ground truth]); returns
-    per-video rows, summary and the contact sheet. AKD is computed unless
-    `akd_unavailable` says why not; the motion metrics where there is ground truth."""
+    """Runs the protocol (`reconstruction_eval.Evaluator`, from `open_eval_data`) with
+    `animator`; returns per-video rows, summary and the contact sheet. LPIPS and AKD are
+    added unless unavailable (AKD: `akd_unavailable` says why not); the motion metrics
+    where there is ground truth."""
     from tqdm import tqdm
 
-    ds, names, *rest = data
-    truth = rest[0] if rest else None
     unavailable = metrics.unavailable_metrics()
     if akd_unavailable is not None:
         unavailable["akd"] = akd_unavailable
     metric_names = [m for m in (*metrics.METRICS, "akd") if m not in unavailable]
-    if truth is not None:
+    with_truth = evaluator.truth is not None
+    if with_truth:
         metric_names += list(motion_metrics.MOTION_METRICS)
-    image_metrics = tuple(m for m in metric_names if m in metrics.METRICS)
+    host_metrics = tuple(m for m in ("lpips", "akd") if m in metric_names)
     sheet_metric = "lpips" if "lpips" in metric_names else "l1"
     kept = _Cases(sheet_metric, cases)
-    per_video: dict[int, dict[str, list[float]]] = {}
-    state: dict[str, Any] = {"video": None}
-    total = len(ds)
+    frames = _Frames(evaluator.names, host_metrics, kept, degraded_source, with_truth)
+    step = reconstruction_eval.host_step(animator_predict(animator, with_truth), frames)
     t0 = time.perf_counter()
-    for batch in tqdm(ds, total=total, unit="batch", desc="evaluate", disable=quiet,
-                      dynamic_ncols=True):
-        vids = np.asarray(batch["video_index"])
-        for v in np.unique(vids):
-            rows = np.nonzero(vids == v)[0]
-            if state["video"] != v:  # a new video: encode its source once
-                key = "source_lq" if degraded_source else "source"
-                source = batch[key][rows[0]]
-                state.update(video=v, source=source, clean=batch["source"][rows[0]],
-                             src=animator.encode_source(source))
-                state["motion"] = animator.prepare_motion(state["src"], relative=False)
-                # Driven by its own source frame the model renders with no motion: the
-                # frame a model that ignores the driver would show at every t.
-                if truth is None:
-                    state["still"] = animator.render(state["src"], source[None],
-                                                     state["motion"])
-                else:  # one compiled renderer, which also returns the deformation
-                    state["still"], _, state["still_field"] = animator.render_with_deformation(
-                        state["src"], source[None], state["motion"])
-                if "akd" in metric_names:  # landmarks of the per-video references, once
-                    state["kp_copy"] = akd.face_landmarks(source)
-                    state["kp_still"] = akd.face_landmarks(state["still"][0])
-            driving = batch["driving"][rows]
-            if truth is None:
-                pred = animator.render(state["src"], driving, state["motion"])
-            else:
-                pred, _, field = animator.render_with_deformation(state["src"], driving,
-                                                                  state["motion"])
-            target = driving.astype(np.float32) / 255.0
-            copy = np.broadcast_to(state["source"].astype(np.float32) / 255.0, target.shape)
-            still = np.broadcast_to(state["still"], target.shape)
-            acc = per_video.setdefault(int(v), {})
-            scored = {prefix: metrics.compute_metrics(images, target, image_metrics)
-                      for prefix, images in zip(REFERENCE_PREFIXES, (pred, copy, still),
-                                                strict=True)}
-            if "akd" in metric_names:
-                kp_target = akd.landmarks_of(driving)
-                n = len(rows)
-                for prefix, kp in (("", akd.landmarks_of(pred)),
-                                   ("copy_", [state["kp_copy"]] * n),
-                                   ("no_motion_", [state["kp_still"]] * n)):
-                    scored[prefix]["akd"] = akd.distances(kp, kp_target)
-            if truth is not None:
-                still_field = np.broadcast_to(state["still_field"],
-                                              (len(rows), *state["still_field"].shape[1:]))
-                gt = motion_metrics.ground_truth(truth, vids[rows],
-                                                 np.asarray(batch["frame_index"])[rows])
-                motion, sent = _motion_scores(gt, (field, still_field), (pred, copy, still),
-                                              target)
-                for prefix, values in motion.items():
-                    scored[prefix].update(values)
-            model_vals = scored[""]
-            for prefix, values in scored.items():
-                for name in metric_names:
-                    vals = np.asarray(values[name], np.float64)
-                    if name == "psnr":
-                        vals = np.minimum(vals, PSNR_CAP_DB)
-                    acc.setdefault(f"{prefix}{name}", []).extend(vals.tolist())
-            frames_t = np.asarray(batch["frame_index"])[rows, 1]
-            for i, row in enumerate(rows):
-                label = f"{names[int(v)]} t={int(frames_t[i])}"
-                tiles = (state["source"], batch["driving"][row], pred[i])
-                if truth is not None:  # where the model sends the true landmarks
-                    tiles += (motion_metrics.draw_landmark_transfer(
-                        state["clean"], gt["source_landmarks"][i], sent[i]),)
-                kept.add(float(model_vals[sheet_metric][i]), label, tiles)
+    means = evaluator.run(step, progress=lambda batches, total: tqdm(
+        batches, total=total, unit="batch", desc="evaluate", disable=quiet,
+        dynamic_ncols=True))
     seconds = time.perf_counter() - t0
 
-    rows_out = []
-    for v in sorted(per_video):
-        acc = per_video[v]
-        row = {"video_index": v, "video": names[v], "frames": len(acc[metric_names[0]])}
-        for name in metric_names:
-            for prefix in REFERENCE_PREFIXES:
-                row[f"{prefix}{name}"] = _mean(acc[f"{prefix}{name}"])
-        rows_out.append(row)
-    everything = {f"{prefix}{m}": [x for acc in per_video.values() for x in acc[f"{prefix}{m}"]]
-                  for m in metric_names for prefix in REFERENCE_PREFIXES}
-    num_frames = sum(r["frames"] for r in rows_out)
+    rows = frames.rows(metric_names)
+    num_frames = sum(r["frames"] for r in rows)
+    key = reconstruction_eval.metric_key
+    # The protocol's metrics as the evaluator reduced them; the host-only ones (AKD
+    # leaves out frames without a face) from their per-frame values.
+    mean = {key(ref, m): means[key(ref, m)] if m not in host_metrics
+            else _mean(frames.values(key(ref, m)))
+            for m in metric_names for ref in metrics.REFERENCES}
     summary = {
         "protocol": "FOMM reconstruction: frame 0 is the source, every frame t driven; "
                     "means over all frames",
         "source": "degraded (config.data.degradation)" if degraded_source else "clean frame 0",
-        "num_videos": len(rows_out),
+        "num_videos": len(rows),
         "num_frames": num_frames,
-        "metrics": {m: {**{ref: _mean(everything[f"{prefix}{m}"])
-                           for ref, prefix in PREFIXES.items()},
+        "metrics": {m: {**{ref: mean[key(ref, m)] for ref in metrics.REFERENCES},
                         "higher_is_better": HIGHER_IS_BETTER[m]}
                     for m in metric_names},
         "unavailable": unavailable,
         **({"akd_missing_rate": {
-            ref: float(np.mean(np.isnan(everything[f"{prefix}akd"])))
-            for ref, prefix in PREFIXES.items()}}
+            ref: float(np.mean(np.isnan(frames.values(key(ref, "akd")))))
+            for ref in metrics.REFERENCES}}
            if "akd" in metric_names else {}),
-        **({"motion_metrics": MOTION_NOTE} if truth is not None else {}),
-        "psnr_cap_db": PSNR_CAP_DB,
+        **({"motion_metrics": MOTION_NOTE} if with_truth else {}),
+        "psnr_cap_db": reconstruction_eval.PSNR_CAP_DB,
         "contact_sheet_metric": sheet_metric,
         "seconds_per_frame": seconds / max(num_frames, 1),
     }
-    return {"rows": rows_out, "summary": summary, "sheet": kept.sheet(),
+    return {"rows": rows, "summary": summary, "sheet": kept.sheet(),
             "metric_names": metric_names}
 
 
@@ -416,7 +460,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     out.mkdir(parents=True, exist_ok=True)
     fields = ["video_index", "video", "frames"] + [
-        f"{prefix}{m}" for m in result["metric_names"] for prefix in REFERENCE_PREFIXES]
+        reconstruction_eval.metric_key(ref, m) for m in result["metric_names"]
+        for ref in metrics.REFERENCES]
     with open(out / "per_video.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

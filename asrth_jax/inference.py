@@ -20,18 +20,15 @@ as in the reference).
 
 The encode/drive maths is the model's (`AdaSRGenerator.source_state`,
 `driving_keypoints`, `render`); this module batches and jits it. Loading weights is
-`asrth_jax.model_loading`. This module imports neither TensorFlow nor clu (it runs
-where only JAX is installed). `python -m asrth_jax.inference --config CFG` measures
-seconds per frame.
+`asrth_jax.model_loading`; its speed is measured by `python -m asrth_jax.benchmark
+--inference-only`. This module imports neither TensorFlow nor clu (it runs where only
+JAX is installed).
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
-import hashlib
-import json
-import time
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -98,28 +95,41 @@ def normalized_keypoints(kp: np.ndarray) -> np.ndarray:
     return kp
 
 
-# Jitted bodies at module level with the graph definition static, so every Animator
-# over the same architecture (and batch shape) shares one compiled program.
-TRACE_COUNTS: collections.Counter = collections.Counter()
+def _frozen(value: Any) -> Any:
+    """`value` with every list a tuple, recursively through dataclasses (hashable)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value),) + tuple(_frozen(getattr(value, f.name))
+                                      for f in dataclasses.fields(value))
+    return value
 
 
-class _StaticGraph:
-    """Hashable wrapper of an nnx GraphDef (GraphDefs holding lists are unhashable)."""
+class GraphKey:
+    """An NNX GraphDef as a static jit argument: equal when the GraphDefs are (their own
+    structural equality), hashed over the same structure. `GraphDef.__hash__` cannot
+    hash a list-valued module attribute (`nnx.Conv` keeps `padding` as given, and
+    `blocks.conv` gives a list), so the hash is taken with lists frozen to tuples."""
 
-    def __init__(self, graphdef: Any):
+    __slots__ = ("graphdef", "_hash")
+
+    def __init__(self, graphdef: nnx.GraphDef):
         self.graphdef = graphdef
-        self.key = hashlib.sha1(repr(graphdef).encode()).hexdigest()
+        self._hash = hash(_frozen((graphdef.nodes, graphdef.attributes)))
 
     def __hash__(self) -> int:
-        return hash(self.key)
+        return self._hash
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _StaticGraph) and other.key == self.key
+        return isinstance(other, GraphKey) and (other is self or other.graphdef == self.graphdef)
 
 
-def _encode_impl(graphdef, state, image):
-    TRACE_COUNTS["encode"] += 1
-    src = nnx.merge(graphdef.graphdef, state).source_state(_to_float(image))
+# Jitted bodies at module level with the graph definition a static argument
+# (`GraphKey`), so every Animator over the same architecture (and batch shape) shares
+# one compiled program.
+def _encode_impl(graphdef, state, image, image_lq):
+    model = nnx.merge(graphdef.graphdef, state)
+    src = model.source_state(_to_float(image), None if image_lq is None else _to_float(image_lq))
     return SourceState(src["feature_3d"], src["kp_canonical"], src["kp"], src["he"])
 
 
@@ -131,14 +141,12 @@ def _model_source(src: SourceState) -> dict[str, Any]:
 
 def _driving_kp_impl(graphdef, state, frames, kp_canonical):
     """Driving keypoints with the source's canonical keypoints (no overrides)."""
-    TRACE_COUNTS["driving_kp"] += 1
     model = nnx.merge(graphdef.graphdef, state)
     return model.driving_keypoints({"kp_canonical": kp_canonical}, _to_float(frames))[0]
 
 
 def _frame_kp_impl(graphdef, state, frames):
     """Each frame's own transformed keypoints (its canonical kp and pose)."""
-    TRACE_COUNTS["frame_kp"] += 1
     model = nnx.merge(graphdef.graphdef, state)
     x = _to_float(frames)
     return transform_keypoints(model.kp_detector(x), model.he_estimator(x))
@@ -146,7 +154,6 @@ def _frame_kp_impl(graphdef, state, frames):
 
 def _render_impl(graphdef, state, src: SourceState, frames, kp_initial, scale, angles,
                  override, relative: bool, with_deformation: bool = False):
-    TRACE_COUNTS["render_deformation" if with_deformation else "render"] += 1
     model = nnx.merge(graphdef.graphdef, state)
     source = _model_source(src)
     kp_driving, _ = model.driving_keypoints(source, _to_float(frames), (angles, override))
@@ -169,8 +176,7 @@ _render = jax.jit(_render_impl, static_argnums=0,
 class Animator:
     """Jitted source encoding and fixed-batch rendering for one generator side.
 
-    `call_counts` counts calls of the jitted functions by this animator; the module's
-    `TRACE_COUNTS` counts traces (= compilations) over all animators (tests use both).
+    `call_counts` counts calls of the jitted functions by this animator.
     """
 
     def __init__(self, generator_side: adasr.AdaSRGenerator, batch_size: int = 1):
@@ -178,7 +184,7 @@ class Animator:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         generator_side.eval()
         graphdef, self.state = nnx.split(generator_side)
-        self.graphdef = _StaticGraph(graphdef)
+        self.graphdef = GraphKey(graphdef)
         self.batch_size = int(batch_size)
         self.call_counts: collections.Counter = collections.Counter()
 
@@ -198,13 +204,19 @@ class Animator:
                 for chunk, valid in self._batches(frames)]
         return np.concatenate(outs, axis=0)
 
-    def encode_source(self, image: np.ndarray) -> SourceState:
-        """(H, W, 3) or (1, H, W, 3) image (uint8 or float [0, 1]) -> SourceState."""
-        image = np.asarray(image)
+    def encode_source(self, image: np.ndarray, image_lq: np.ndarray | None = None
+                      ) -> SourceState:
+        """(H, W, 3) or (1, H, W, 3) image (uint8 or float [0, 1]) -> SourceState.
+
+        `image_lq` (same shape), where given, is what the appearance is encoded from
+        (AdaSR's degraded source); keypoints and pose always come from `image`."""
+        image, image_lq = (None if x is None else np.asarray(x) for x in (image, image_lq))
         if image.ndim == 3:
             image = image[None]
+        if image_lq is not None and image_lq.ndim == 3:
+            image_lq = image_lq[None]
         self.call_counts["encode"] += 1
-        return _encode(self.graphdef, self.state, image)
+        return _encode(self.graphdef, self.state, image, image_lq)
 
     def driving_keypoints(self, src: SourceState, frames: np.ndarray) -> np.ndarray:
         """(T, K, 3) driving keypoints (source canonical kp, driving pose/expression)."""
@@ -256,6 +268,14 @@ class Animator:
         if pending is not None:
             yield self._fetch(pending, return_keypoints)
 
+    def lower_render(self, src: SourceState, frames: np.ndarray, motion: Motion
+                     ) -> jax.stages.Lowered:
+        """The renderer `render` runs on one batch of `frames` (`batch_size` of them),
+        lowered ahead of time: compile it for its cost analysis (the benchmark)."""
+        return _render.lower(self.graphdef, self.state, src, np.asarray(frames),
+                             motion.kp_initial, motion.scale, motion.angles, motion.override,
+                             relative=motion.relative)
+
     @staticmethod
     def _fetch(pending, return_keypoints: bool):
         (pred, kp), valid = pending
@@ -296,62 +316,3 @@ class Animator:
 def make_animator(generator_side: adasr.AdaSRGenerator, batch_size: int = 1) -> Animator:
     """The inference object for `generator_side` (set to eval mode) and a batch size."""
     return Animator(generator_side, batch_size)
-
-
-# ---------------------------------------------------------------------- speed
-def measure_seconds_per_frame(generator_side: adasr.AdaSRGenerator, image_size: int,
-                              batch_size: int, num_batches: int = 3,
-                              warmup_batches: int = 1, seed: int = 0) -> dict[str, float]:
-    """Steady-state seconds per driving frame (pose + keypoints + generator), source once.
-
-    Frames are random uint8; the first `warmup_batches` (compilation) are not timed.
-    """
-    animator = make_animator(generator_side, batch_size)
-    rng = np.random.default_rng(seed)
-    src = animator.encode_source(rng.integers(0, 256, (image_size, image_size, 3), np.uint8))
-    frames = rng.integers(0, 256, (batch_size, image_size, image_size, 3), np.uint8)
-    motion = animator.prepare_motion(src, frames[0], relative=True)
-    t0 = time.perf_counter()
-    for _ in range(warmup_batches):
-        animator.render(src, frames, motion)
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(num_batches):
-        t0 = time.perf_counter()
-        animator.render(src, frames, motion)
-        times.append(time.perf_counter() - t0)
-    per_frame = [t / batch_size for t in times]
-    return {"batch_size": batch_size, "seconds_per_frame": float(np.median(per_frame)),
-            "min_seconds_per_frame": float(np.min(per_frame)),
-            "first_batch_seconds": compile_s, "timed_batches": num_batches}
-
-
-def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(
-        prog="python -m asrth_jax.inference",
-        description="Measure steady-state inference seconds per frame (random weights).")
-    parser.add_argument("--config", required=True, help="config file, e.g. configs/vox.py")
-    parser.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,2,4")
-    parser.add_argument("--batches", type=int, default=3, help="timed batches per size")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    args = parser.parse_args(argv)
-    from asrth_jax import cli_args
-    from asrth_jax.config_lib import ConfigError, load_config_file
-
-    try:
-        config = load_config_file(args.config)
-    except ConfigError as exc:
-        raise cli_args.fail(str(exc)) from None
-    model = adasr.build_generator(config.model, dtype=args.dtype)
-    results = []
-    for bs in (int(b) for b in args.batch_sizes.split(",")):
-        res = measure_seconds_per_frame(model, config.image_size, bs, args.batches)
-        res.update(config=args.config, image_size=config.image_size, dtype=args.dtype,
-                   backend=jax.default_backend())
-        print(json.dumps(res), flush=True)
-        results.append(res)
-    return results
-
-
-if __name__ == "__main__":
-    main()

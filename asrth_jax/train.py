@@ -5,7 +5,7 @@ One loop (big_vision style), read top to bottom: the config checked once
 restored or initialised), one jitted `train_step` per step (`train_step.TrainSetup`), and
 side effects at the edge: Orbax checkpoints (`checkpoints.TrainCheckpointer`: async,
 kept N, also on SIGTERM), TensorBoard scalars and `metrics.jsonl`, image grids through
-clu, the periodic evaluation (the protocol of `asrth_jax.metrics`, on held-out videos),
+clu, the periodic evaluation (`asrth_jax.reconstruction_eval` on held-out videos),
 progress/ETA, profiling. A run resumes automatically from the latest checkpoint in
 `--workdir`.
 
@@ -21,13 +21,16 @@ import math
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
+
+if TYPE_CHECKING:
+    from asrth_jax.reconstruction_eval import Evaluator
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/vox.py.",
@@ -110,76 +113,43 @@ def eval_data_config(config) -> Any:
     return data_cfg
 
 
-def _eval_data(config) -> tuple[Any, Any, int]:
-    """This host's periodic-evaluation dataset, its ground truth (the synthetic video
-    collection; None for real data) and the per-host batch size."""
-    from asrth_jax import motion_metrics
-    from data_pipelines.pipeline import build_videos, make_eval_dataset
+def _evaluator(config) -> Evaluator:
+    """This host's share of the periodic evaluation (`reconstruction_eval.Evaluator`),
+    in batches of the per-host training batch size."""
+    from asrth_jax import reconstruction_eval
 
-    data_cfg = eval_data_config(config)
-    per_host = config.train.global_batch_size // jax.process_count()
-    ds = make_eval_dataset(data_cfg, batch_size=per_host, shard_index=jax.process_index(),
-                           shard_count=jax.process_count())
-    truth = None
-    if data_cfg.kind == "synthetic":
-        videos = build_videos(data_cfg, "test")
-        truth = videos if motion_metrics.has_ground_truth(videos) else None
-    return ds, truth, per_host
+    return reconstruction_eval.Evaluator(
+        eval_data_config(config), batch_size=config.train.global_batch_size // jax.process_count(),
+        shard_index=jax.process_index(), shard_count=jax.process_count())
 
 
-def _eval_batch(ds, index: int, per_host: int, truth) -> tuple[dict[str, np.ndarray], int]:
-    """Host batch `index` padded to `per_host` rows (repeating the last one; past the end,
-    all rows repeat the first batch's last) with its ground truth; and its real rows."""
-    from asrth_jax import motion_metrics
+def _eval_step(setup, state):
+    """The evaluator's step on the compiled, sharded `train_step.eval_step`: host
+    batches and masks become global arrays; the sums come back replicated."""
 
-    batch = ds[index] if index < len(ds) else None
-    n = 0 if batch is None else batch["source"].shape[0]
-    template = dict(batch if batch is not None else ds[0])
-    keys = BATCH_KEYS
-    if truth is not None:
-        template.update(motion_metrics.ground_truth(truth, template["video_index"],
-                                                    template["frame_index"]))
-        keys += motion_metrics.TRUTH_KEYS
-    local = {k: np.concatenate(([template[k]] if n else []) +
-                               [template[k][-1:]] * (per_host - n), 0) for k in keys}
-    return local, n
+    def step(local: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
+        args = (state, setup.shard_batch(local),
+                jax.make_array_from_process_local_data(setup.batch_sharding, mask))
+        return jax.device_get(setup.compiled("eval", setup.eval_step, *args)(*args))
+
+    return step
 
 
 def evaluate(setup, state, config) -> dict[str, float]:
-    """Reconstruction protocol on held-out videos: mean L1/PSNR/SSIM and their
-    copy-the-source floor, and on synthetic data the motion metrics (landmark transfer
-    error, moving-region L1). Partial batches are padded and masked."""
-    ds, truth, per_host = _eval_data(config)
-    sums: dict[str, float] = {}
-    # Every host must run the same number of steps (collectives): pad to the longest.
-    num_batches = len(ds)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        num_batches = int(np.max(multihost_utils.process_allgather(np.array(num_batches))))
-    for index in range(num_batches):
-        local, n = _eval_batch(ds, index, per_host, truth)
-        mask = np.zeros((per_host,), np.float32)
-        mask[:n] = 1.0
-        args = (state, setup.shard_batch(local),
-                jax.make_array_from_process_local_data(setup.batch_sharding, mask))
-        values = jax.device_get(setup.compiled("eval", setup.eval_step, *args)(*args))
-        for key, value in values.items():
-            sums[key] = sums.get(key, 0.0) + float(value)
-    count = sums.pop("count", 0.0)
-    if count == 0:
-        return {}
-    return {f"eval/{k}": v / count for k, v in sums.items()}
+    """The reconstruction protocol on held-out videos (`asrth_jax.reconstruction_eval`):
+    means of the model's, copy-source's and no-motion's scores, as `eval/{key}`."""
+    means = _evaluator(config).run(_eval_step(setup, state))
+    return {f"eval/{k}": v for k, v in means.items()}
 
 
 def eval_image_grid(setup, state, config) -> np.ndarray | None:
     """The image grid of the first evaluation batch with the landmark-transfer column, on
     synthetic data (None for real data: it has no true landmarks). Runs the train loop's
     compiled visual step (same images-only batch), so it costs one forward pass."""
-    ds, truth, per_host = _eval_data(config)
-    if truth is None:
+    evaluator = _evaluator(config)
+    if evaluator.truth is None:
         return None
-    local, _ = _eval_batch(ds, 0, per_host, truth)
+    local, _ = evaluator.batch(0)
     batch = setup.shard_batch({k: local[k] for k in BATCH_KEYS})
     visual_step = setup.compiled("visual", setup.visual_step, state, batch)
     visuals = jax.device_get(visual_step(state, batch))
@@ -399,11 +369,13 @@ def main(argv) -> None:
     logging.getLogger().setLevel(logging.INFO)
     for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
         handler.addFilter(_QuietLibraries())
+    from asrth_jax import errors
+
     config = FLAGS.config
     try:
         initialize_distributed(config)
         train_and_evaluate(config, FLAGS.workdir)
-    except StopTraining as exc:
+    except (StopTraining, errors.AsrthError) as exc:  # e.g. a dataset that is not there
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 

@@ -41,7 +41,7 @@ from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from asrth_jax import losses, metrics, motion_metrics, sharding
+from asrth_jax import losses, motion_metrics, reconstruction_eval, sharding
 from asrth_jax.models import adasr, blocks
 from asrth_jax.models.head_pose import head_pose_degrees, transform_keypoints
 from asrth_jax.models.hopenet import hopenet_preprocess
@@ -430,35 +430,14 @@ def train_step(defs: StepDefs, state: TrainState, batch: Batch, frozen: dict[str
 
 def eval_step(defs: StepDefs, state: TrainState, batch: Batch,
               mask: jax.Array) -> dict[str, jax.Array]:
-    """The evaluation protocol (`asrth_jax.metrics`) in eval mode (running statistics):
-    masked sums over the global batch of every metric of the three references
-    (`{reference}_{metric}`: the model, copy-the-source and the no-motion rendering, the
-    source driven by itself), plus the count. Motion metrics where the batch carries the
-    synthetic ground truth. Replicated, so every host can read them."""
+    """The reconstruction evaluator's step (`asrth_jax.reconstruction_eval`) in eval mode
+    (running statistics): its masked sums over the global batch of every score, plus the
+    count. Replicated, so every host can read them."""
     gen, _ = models(defs, state)
     gen.eval()
-    driving = batch["driving"].astype(jnp.float32)
-    source = batch["source"].astype(jnp.float32)
-    # source_lq is the clean source unless config.eval.degraded_source (see train.py).
-    src = gen.source_state(source, batch["source_lq"].astype(jnp.float32))
-    prediction = gen.drive(src, driving)
-    still = gen.render(src, src["kp"])  # driven by its own keypoints: no motion
-    images = (prediction["prediction"], source, still["prediction"])
-    scores: dict[str, dict[str, jax.Array]] = {name: {} for name in metrics.REFERENCES}
-    if motion_metrics.TRUTH_KEYS[0] in batch:
-        truth = {k: batch[k] for k in motion_metrics.TRUTH_KEYS}
-        motion = metrics.motion_scores(
-            truth, (prediction["deformation"], still["deformation"]), images, driving)
-        for name in metrics.REFERENCES:
-            scores[name].update(motion[name])
-    for name, image in zip(metrics.REFERENCES, images, strict=True):
-        # Frame 0 of each video is the source itself: cap PSNR at 100 dB.
-        scores[name].update(metrics.image_scores(image, driving, psnr_floor_mse=1e-10))
-    result = {"count": mask.sum()}
-    for name, per_metric in scores.items():
-        for metric, values in per_metric.items():
-            result[f"{name}_{metric}"] = (values * mask).sum()
-    return result
+    outputs = reconstruction_eval.predict(gen, batch)
+    return reconstruction_eval.masked_sums(reconstruction_eval.frame_scores(outputs, batch),
+                                           mask)
 
 
 def visual_step(defs: StepDefs, state: TrainState, batch: Batch) -> dict[str, jax.Array]:

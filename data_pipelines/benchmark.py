@@ -27,6 +27,7 @@ import numpy as np
 # Only light imports here: Grain, OpenCV and the pipeline load after the arguments are
 # checked, so a bad flag is answered at once.
 from data_pipelines.degradation_config import PRESETS
+from data_pipelines.errors import DatasetNotFoundError
 
 if TYPE_CHECKING:
     from data_pipelines.sources import PairSource
@@ -157,7 +158,10 @@ def main(argv: list[str] | None = None) -> dict:
     cv2.setNumThreads(1)  # per-core numbers
     results = []
     for size in args.sizes:
-        source = _source(args.source, size, args.tfds_dir)
+        try:
+            source = _source(args.source, size, args.tfds_dir)
+        except DatasetNotFoundError as err:  # a --tfds-dir without a prepared dataset
+            raise SystemExit(f"error: {err}") from None
         for preset in args.presets:
             results.append(run(size, preset, source, args.pairs))
             print(json.dumps(results[-1]), file=sys.stderr)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from asrth_jax import errors
 
-class DatasetNotFoundError(SystemExit):
-    """A configured dataset path is missing or empty.
 
-    Subclasses SystemExit on purpose: uncaught, Python prints just the message (one
-    line naming the path and the command that fixes it) instead of a traceback.
-    """
+class DatasetNotFoundError(errors.AsrthError, FileNotFoundError):
+    """A configured dataset path is missing or empty: one line naming the path and the
+    command that fixes it. A typed error like every library error (`asrth_jax.errors`):
+    each `main()` turns it into that line and a non-zero exit."""
 
     def __init__(self, message: str):
         super().__init__(message)

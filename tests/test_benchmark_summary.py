@@ -35,6 +35,18 @@ def test_inference_benchmark_writes_json(tmp_path, capsys):
     assert "inference_frames_per_s" in capsys.readouterr().out
 
 
+def test_random_train_batch_feeds_the_teachers_that_are_on():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    plain = benchmark.random_train_batch(rng, 2, 32, pose=False, centre=False)
+    assert sorted(plain) == ["driving", "source", "source_lq"]
+    assert plain["driving"].shape == (2, 32, 32, 3) and plain["driving"].dtype == np.float32
+    both = benchmark.random_train_batch(rng, 2, 32, pose=True, centre=True)
+    assert both["driving_pose"].shape == (2, 3) and np.abs(both["driving_pose"]).max() <= 30
+    assert both["driving_centre"].shape == (2, 2) and np.abs(both["driving_centre"]).max() <= 0.2
+
+
 def test_summary_counts_and_flops():
     from asrth_jax.config_lib import load_config_file
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from asrth_jax import akd, benchmark, cli_args, evaluate, inference, model_loading
+from asrth_jax import akd, benchmark, cli_args, evaluate, model_loading
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "tests" / "tiny_train_config.py")
@@ -188,7 +188,6 @@ def test_a_misspelt_config_key_is_one_line_from_every_cli(capsys, tmp_path, eval
         "convert": (convert.main, ["--torch-checkpoint", str(tmp_path / "r.pth"), "--config",
                                    str(bad), "--out", str(tmp_path / "c")]),
         "summary": (summary.main, ["--config", str(bad)]),
-        "speed": (inference.main, ["--config", str(bad)]),
     }
     for name, (main, argv) in runs.items():
         line = one_line_error(capsys, main, argv)
@@ -217,3 +216,9 @@ def test_library_errors_share_one_typed_root():
     for cls in value_errors + others:
         assert issubclass(cls, errors.AsrthError), cls
     assert all(issubclass(cls, ValueError) for cls in value_errors)
+    # Data-side errors too: library code never raises SystemExit, only mains exit.
+    from data_pipelines.errors import DatasetNotFoundError
+
+    assert issubclass(DatasetNotFoundError, errors.AsrthError)
+    assert issubclass(DatasetNotFoundError, FileNotFoundError)
+    assert not issubclass(DatasetNotFoundError, SystemExit)

@@ -43,6 +43,16 @@ def test_bad_arguments_are_one_line(argv, needle, capsys):
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], lines
 
 
+def test_tfds_dir_without_a_prepared_dataset_is_one_line(tmp_path, capsys):
+    """The dataset's own error (a typed library error) becomes the main's one line."""
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(SystemExit) as exc:
+        benchmark.main(["--source", "tfds", "--tfds-dir", str(tmp_path), "--pairs", "1"])
+    message = str(exc.value.code)
+    assert message.startswith("error: no prepared dataset") and "\n" not in message
+    assert "data_pipelines.prepare" in message
+
+
 def test_existing_out_is_not_overwritten_without_asking(tmp_path, capsys):
     out = tmp_path / "mine.json"
     out.write_text("keep me")

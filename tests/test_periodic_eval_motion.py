@@ -40,6 +40,26 @@ def test_periodic_eval_reports_motion_metrics(trained):
     assert scalars["eval/copy_source_moving_l1"] > 1.5 * scalars["eval/copy_source_l1"]
 
 
+def test_the_cli_protocol_equals_the_periodic_evaluation(trained):
+    """One evaluator: run with a predict function on `inference.Animator` (what
+    `python -m asrth_jax.evaluate` does), it gives the periodic evaluation's numbers
+    under the same names."""
+    from asrth_jax import evaluate, inference, reconstruction_eval, train, train_step
+
+    config, trainer, state = trained
+    periodic = train.evaluate(trainer, state, config)
+    evaluator = reconstruction_eval.Evaluator(train.eval_data_config(config),
+                                              batch_size=config.train.global_batch_size)
+    gen, _ = train_step.models(trainer.defs, state)
+    animator = inference.make_animator(gen, evaluator.batch_size)
+    cli = evaluator.run(reconstruction_eval.host_step(
+        evaluate.animator_predict(animator, with_deformation=True)))
+    assert sorted(f"eval/{key}" for key in cli) == sorted(periodic)
+    for key, value in cli.items():
+        np.testing.assert_allclose(value, periodic[f"eval/{key}"], rtol=1e-4, atol=1e-5,
+                                   err_msg=key)
+
+
 def test_eval_grid_has_the_landmark_transfer_column(trained):
     from asrth_jax import train
 
