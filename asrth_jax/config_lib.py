@@ -6,6 +6,8 @@ override. Configs are returned locked, so a misspelt key is an error, not a new 
 
 from __future__ import annotations
 
+import re
+
 import ml_collections
 
 from asrth_jax import errors
@@ -91,6 +93,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.decay_epochs = ()
     c.optim.decay_milestones = ()  # steps
     c.optim.decay_factor = 0.1
+    # ((regex, multiplier), ...) over parameter paths such as
+    # "generator/dense_motion_network/mask/kernel": the first match scales that
+    # parameter's learning rate (big_vision's lr_mults); unmatched ones keep 1.
+    c.optim.lr_mults = ()
 
     c.loss = ml_collections.ConfigDict()
     c.loss.perceptual = (10.0, 10.0, 10.0, 10.0, 10.0)
@@ -234,6 +240,22 @@ def _tuple_problems(config: ml_collections.ConfigDict, defaults: ml_collections.
                 yield f"{name} must be a tuple of {what} such as {default}, got {value!r}"
 
 
+def _lr_mults_problems(rules) -> list[str]:
+    example = "(('dense_motion_network/mask', 0.2),)"
+    if not isinstance(rules, (tuple, list)) or not all(
+            isinstance(r, (tuple, list)) and len(r) == 2 and isinstance(r[0], str)
+            and _is_number(r[1]) and r[1] >= 0 for r in rules):
+        return [f"config.optim.lr_mults must be ((regex, multiplier >= 0), ...) such as "
+                f"{example}, got {rules!r}"]
+    for pattern, _ in rules:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            return [f"config.optim.lr_mults pattern {pattern!r} is not a regular expression "
+                    f"({exc})"]
+    return []
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks a training config before anything is created; ConfigError names the
     first bad value and what it should be."""
@@ -261,6 +283,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones):
             problems.append(f"config.optim.{name} must be a tuple of positive {unit} numbers "
                             f"such as (16,), got {milestones!r}")
+    problems += _lr_mults_problems(config.optim.lr_mults)
     for name, allowed in (("compute_dtype", ("float32", "bfloat16")),
                           ("gan_mode", ("hinge", "ls"))):
         if config.train[name] not in allowed:
