@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from train_helpers import write_misspelt_config
 
 from asrth_jax import akd, benchmark, cli_args, evaluate, model_loading
 
@@ -175,12 +176,7 @@ def test_a_misspelt_config_key_is_one_line_from_every_cli(capsys, tmp_path, eval
     from asrth_jax import convert
     from asrth_jax.models import summary
 
-    bad = tmp_path / "bad.py"
-    bad.write_text("from asrth_jax import config_lib\n"
-                   "def get_config():\n"
-                   "    c = config_lib.finalize(config_lib.base_config())\n"
-                   "    c.train.nun_steps = 3\n"
-                   "    return c\n")
+    bad = write_misspelt_config(tmp_path)
     runs = {
         "evaluate": (evaluate.main, [*_eval_argv(eval_paths, tmp_path / "o")[:2], "--config",
                                      str(bad), *_eval_argv(eval_paths, tmp_path / "o")[4:]]),

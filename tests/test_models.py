@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from train_helpers import write_misspelt_config
 
 from asrth_jax import config_lib
 from asrth_jax.models import adasr, blocks
@@ -152,12 +153,7 @@ def test_wrong_image_size_is_one_clear_error():
 
 
 def test_misspelt_key_in_a_config_file_is_one_line(tmp_path):
-    bad = tmp_path / "bad.py"
-    bad.write_text("from asrth_jax import config_lib\n"
-                   "def get_config():\n"
-                   "    c = config_lib.finalize(config_lib.base_config())\n"
-                   "    c.train.nun_steps = 3\n"
-                   "    return c\n")
+    bad = write_misspelt_config(tmp_path)
     with pytest.raises(config_lib.ConfigError, match="nun_steps"):
         config_lib.load_config_file(str(bad))
     with pytest.raises(KeyError, match="unknown config key"):

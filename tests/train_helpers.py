@@ -34,3 +34,14 @@ def assert_losses_equal(a: dict, b: dict, rtol: float) -> None:
     for key in logged:
         np.testing.assert_allclose(a[key], b[key], rtol=0,
                                    atol=rtol * abs(b["generator_total"]), err_msg=key)
+
+
+def write_misspelt_config(folder: Path) -> Path:
+    """A config file whose `get_config` sets the misspelt key `train.nun_steps`."""
+    bad = folder / "bad.py"
+    bad.write_text("from asrth_jax import config_lib\n"
+                   "def get_config():\n"
+                   "    c = config_lib.finalize(config_lib.base_config())\n"
+                   "    c.train.nun_steps = 3\n"
+                   "    return c\n")
+    return bad
