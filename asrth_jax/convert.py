@@ -262,9 +262,9 @@ def _convert_torch_file(args) -> int:
     # Shapes only: the checkpoint fills every variable (a gap is a listed problem), so
     # initialising weights would be wasted work. A release without a discriminator keeps
     # a freshly initialised one for fine-tuning.
-    generator_side = nnx.eval_shape(lambda: adasr.build_generator(config.model))
+    generator_side = adasr.abstract_generator(config.model)
     if "discriminator" in checkpoint:
-        discriminator = nnx.eval_shape(lambda: adasr.build_discriminator(config.model))
+        discriminator = adasr.abstract_discriminator(config.model)
     else:
         discriminator = adasr.build_discriminator(config.model)
     try:

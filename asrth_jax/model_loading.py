@@ -46,7 +46,7 @@ def load_generator_side(config: ml_collections.ConfigDict, *, checkpoint: str | 
     if torch_checkpoint is not None and not os.path.isfile(torch_checkpoint):
         raise ModelLoadError(f"torch checkpoint {torch_checkpoint} does not exist")
     # Abstract module (shapes only): random initialisation would be wasted work.
-    model = nnx.eval_shape(lambda: adasr.build_generator(config.model, dtype=dtype))
+    model = adasr.abstract_generator(config.model, dtype=dtype)
     if torch_checkpoint is not None:
         from asrth_jax import convert
 

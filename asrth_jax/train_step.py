@@ -245,9 +245,8 @@ def make_step_defs(config: ml_collections.ConfigDict, frozen: FrozenNetworks
                    ) -> tuple[StepDefs, dict[str, nnx.State]]:
     """The step's static parts and the frozen networks' state (a step argument)."""
     dtype = config.train.compute_dtype
-    gen = nnx.eval_shape(lambda: adasr.build_generator(
-        config.model, dtype=dtype, remat=config.train.remat))
-    disc = nnx.eval_shape(lambda: adasr.build_discriminator(config.model, dtype=dtype))
+    gen = adasr.abstract_generator(config.model, dtype=dtype, remat=config.train.remat)
+    disc = adasr.abstract_discriminator(config.model, dtype=dtype)
     check_lr_mults(config.optim.lr_mults, nnx.state(gen, nnx.Param), nnx.state(disc, nnx.Param))
     perceptual_def, perceptual_state = nnx.split(frozen.perceptual)
     frozen_state = {"perceptual": perceptual_state}

@@ -20,8 +20,8 @@ from asrth_jax.models import adasr
 def _models(num_kp: int = 4, seed: int = 0):
     model = config_lib.model_config(TEST_MODEL)
     model.common.num_kp = num_kp
-    gen = randomize(nnx.eval_shape(lambda: adasr.build_generator(model)), seed)
-    disc = randomize(nnx.eval_shape(lambda: adasr.build_discriminator(model)), seed + 1)
+    gen = randomize(adasr.abstract_generator(model), seed)
+    disc = randomize(adasr.abstract_discriminator(model), seed + 1)
     return model, gen, disc
 
 
@@ -51,7 +51,7 @@ def run(tmp_path_factory):
 
 
 def _restore(path: Path, model) -> tuple[int, nnx.Module]:
-    gen = nnx.eval_shape(lambda: adasr.build_generator(model))
+    gen = adasr.abstract_generator(model)
     return checkpoints.restore_models(str(path), gen), gen
 
 

@@ -27,8 +27,8 @@ RELEASED_COUNTS = {"generator": 100_988_176, "kp_detector": 41_940_047,
 
 def test_parameter_counts_equal_the_release():
     cfg = config_lib.model_config()
-    gen = nnx.eval_shape(lambda: adasr.AdaSRGenerator(cfg, rngs=nnx.Rngs(0)))
-    disc = nnx.eval_shape(lambda: adasr.build_discriminator(cfg, seed=jax.random.key(0)))
+    gen = adasr.abstract_generator(cfg)
+    disc = adasr.abstract_discriminator(cfg)
     counts = {n: adasr.count_params(getattr(gen, n)) for n in
               ("generator", "kp_detector", "he_estimator")}
     counts["discriminator"] = adasr.count_params(disc)
@@ -328,3 +328,26 @@ def test_unknown_norm_layer_is_one_config_error():
     with pytest.raises(ConfigError, match="model.he_estimator.norm='layer'.*batch, group"):
         blocks.norm_layer("layer")
     assert config_lib.model_config().he_estimator.norm == "batch"
+
+
+def test_abstract_modules_are_the_plainly_constructed_ones():
+    """`abstract_generator`/`abstract_discriminator` (what restore, convert and the
+    train step's structure use) trace with `traceable_rngs`: the same graph, shapes and
+    dtypes as constructing the modules with plain `nnx.Rngs`."""
+    from train_helpers import TINY
+
+    cfg = config_lib.load_config_file(TINY).model
+    plain_disc = nnx.eval_shape(lambda: adasr.MultiScaleDiscriminator(
+        num_channels=3, rngs=nnx.Rngs(0),
+        **{**cfg.discriminator, "scales": tuple(cfg.discriminator.scales)}))
+    pairs = ((adasr.abstract_generator(cfg, dtype="bfloat16", remat=True),
+              nnx.eval_shape(lambda: adasr.AdaSRGenerator(cfg, rngs=nnx.Rngs(0),
+                                                          dtype="bfloat16", remat=True))),
+             (adasr.abstract_discriminator(cfg), plain_disc))
+    for abstract, plain in pairs:
+        abstract_def, abstract_state = nnx.split(abstract)
+        plain_def, plain_state = nnx.split(plain)
+        assert abstract_def == plain_def
+        assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(abstract_state))
+        shapes = lambda state: jax.tree.map(lambda x: (x.shape, x.dtype), state)  # noqa: E731
+        assert shapes(abstract_state) == shapes(plain_state)

@@ -23,7 +23,7 @@ def _images(n=2, size=32, seed=0):
 def _variant(model: nnx.Module, cfg, **build_kwargs) -> nnx.Module:
     """`model`'s weights in a generator built with `build_kwargs`: traced abstractly,
     which skips a ~10 s initialisation compile (the variants share parameter shapes)."""
-    abstract = nnx.eval_shape(lambda: adasr.build_generator(cfg, **build_kwargs))
+    abstract = adasr.abstract_generator(cfg, **build_kwargs)
     graphdef, abstract_state = nnx.split(abstract)
     state = nnx.state(model)
     assert jax.tree.map(lambda a: (a.shape, a.dtype), abstract_state) == \

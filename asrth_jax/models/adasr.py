@@ -121,25 +121,52 @@ def _jit_init(make: Callable[[nnx.Rngs], nnx.Module], seed: int | jax.Array) -> 
     """
     if not isinstance(seed, int):
         return make(blocks.traceable_rngs(seed))
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: make(nnx.Rngs(0))))
+    graphdef, _ = nnx.split(_abstract(make))
     state = jax.jit(lambda key: nnx.state(make(blocks.traceable_rngs(key))))(
         jax.random.key(seed, impl="unsafe_rbg"))
     return nnx.merge(graphdef, state)
 
 
+def _abstract(make: Callable[[nnx.Rngs], nnx.Module]) -> nnx.Module:
+    """The module with shapes and dtypes only, traced once (plain `nnx.Rngs` would cost
+    a quadratic trace, see `blocks.traceable_rngs`)."""
+    return nnx.eval_shape(lambda: make(blocks.traceable_rngs(0)))
+
+
+def _make_generator(model_config: ml_collections.ConfigDict, dtype: str | None,
+                    remat: bool) -> Callable[[nnx.Rngs], AdaSRGenerator]:
+    return lambda rngs: AdaSRGenerator(model_config, rngs=rngs, dtype=dtype, remat=remat)
+
+
+def _make_discriminator(model_config: ml_collections.ConfigDict, dtype: str | None
+                        ) -> Callable[[nnx.Rngs], MultiScaleDiscriminator]:
+    disc = dict(model_config.discriminator)
+    disc["scales"] = tuple(disc["scales"])
+    return lambda rngs: MultiScaleDiscriminator(
+        num_channels=model_config.common.image_channel, rngs=rngs, dtype=_dtype(dtype), **disc)
+
+
 def build_generator(model_config: ml_collections.ConfigDict, seed: int | jax.Array = 0,
                     dtype: str | None = None, remat: bool = False) -> AdaSRGenerator:
-    return _jit_init(
-        lambda rngs: AdaSRGenerator(model_config, rngs=rngs, dtype=dtype, remat=remat), seed)
+    return _jit_init(_make_generator(model_config, dtype, remat), seed)
+
+
+def abstract_generator(model_config: ml_collections.ConfigDict, dtype: str | None = None,
+                       remat: bool = False) -> AdaSRGenerator:
+    """`build_generator`'s module with shapes only: for restoring weights into, or for a
+    program's structure, without initialising any."""
+    return _abstract(_make_generator(model_config, dtype, remat))
 
 
 def build_discriminator(model_config: ml_collections.ConfigDict, seed: int | jax.Array = 1,
                         dtype: str | None = None) -> MultiScaleDiscriminator:
-    disc = dict(model_config.discriminator)
-    disc["scales"] = tuple(disc["scales"])
-    return _jit_init(
-        lambda rngs: MultiScaleDiscriminator(num_channels=model_config.common.image_channel,
-                                             rngs=rngs, dtype=_dtype(dtype), **disc), seed)
+    return _jit_init(_make_discriminator(model_config, dtype), seed)
+
+
+def abstract_discriminator(model_config: ml_collections.ConfigDict,
+                           dtype: str | None = None) -> MultiScaleDiscriminator:
+    """`build_discriminator`'s module with shapes only."""
+    return _abstract(_make_discriminator(model_config, dtype))
 
 
 def required_multiple(model_config: ml_collections.ConfigDict) -> int:
