@@ -182,6 +182,15 @@ def head_translation_loss(translation: jax.Array, target_xy: jax.Array) -> jax.A
     return jnp.abs(_f32(translation)[:, :2] - target).sum(-1).mean()
 
 
+def landmark_keypoint_loss(keypoints: jax.Array, landmarks_xy: jax.Array) -> jax.Array:
+    """mean_b mean_k sum_xy |kp_k - landmark_k| over the first min(K, L) keypoints: the
+    (B, K, 3) keypoints' x, y against (B, L, 2) true landmarks in the keypoint frame
+    (depth is left free). Keypoint k is taught landmark k; the target is fixed."""
+    count = min(keypoints.shape[1], landmarks_xy.shape[1])
+    target = jax.lax.stop_gradient(_f32(landmarks_xy[:, :count]))
+    return jnp.abs(_f32(keypoints)[:, :count, :2] - target).sum(-1).mean()
+
+
 def expression_loss(exp: jax.Array) -> jax.Array:
     """Batch mean of the per-sample L1 norm of the (B, 3K) expression deltas.
 

@@ -48,11 +48,13 @@ from asrth_jax.models import adasr, blocks
 from asrth_jax.models.head_pose import head_pose_degrees, transform_keypoints
 from asrth_jax.models.hopenet import hopenet_preprocess
 from asrth_jax.transforms import sample_transform_params, transform_frame
+from data_pipelines import synthetic
 
 Batch = dict[str, jax.Array]
 BATCH_KEYS = ("source", "source_lq", "driving")
 POSE_KEY = "driving_pose"  # (B, 3) true yaw, pitch, roll in degrees
 CENTRE_KEY = "driving_centre"  # (B, 2) true head centre x, y in the keypoint frame
+LANDMARKS_KEY = "driving_landmarks"  # (B, L, 2) true landmark pixels x, y
 HEADPOSE_TEACHERS = ("hopenet", "data")
 
 
@@ -142,6 +144,10 @@ def check_headpose_teacher(loss: ml_collections.ConfigDict, data_kind: str) -> N
         raise ValueError(f"config.loss.head_translation={loss.head_translation} needs true "
                          f"head centres, which only data.kind='synthetic' has (got "
                          f"{data_kind!r}); set --config.loss.head_translation=0")
+    if loss.landmark_keypoints and data_kind != "synthetic":
+        raise ValueError(f"config.loss.landmark_keypoints={loss.landmark_keypoints} needs "
+                         f"true landmarks, which only data.kind='synthetic' has (got "
+                         f"{data_kind!r}); set --config.loss.landmark_keypoints=0")
 
 
 def _missing(path: str) -> str | None:
@@ -365,6 +371,11 @@ def _pose_terms(defs: StepDefs, frozen: dict[str, nnx.State], out: dict[str, Any
     if cfg.head_translation:
         terms["head_translation"] = cfg.head_translation * losses.head_translation_loss(
             out["he_driving"]["t"], batch[CENTRE_KEY])
+    if cfg.landmark_keypoints:
+        width_height = jnp.asarray(driving.shape[2:0:-1], jnp.float32)
+        landmarks = synthetic.keypoint_frame(batch[LANDMARKS_KEY], width_height)
+        terms["landmark_keypoints"] = cfg.landmark_keypoints * losses.landmark_keypoint_loss(
+            out["kp_driving"], landmarks)
     if cfg.expression:
         terms["expression"] = cfg.expression * losses.expression_loss(out["he_driving"]["exp"])
 
@@ -570,6 +581,9 @@ class TrainSetup:
                              else ())
         if self.config.loss.head_translation and CENTRE_KEY in local_batch:
             keys += (CENTRE_KEY,)
-        keys += tuple(k for k in motion_metrics.TRUTH_KEYS if k in local_batch)
+        if self.config.loss.landmark_keypoints and LANDMARKS_KEY in local_batch:
+            keys += (LANDMARKS_KEY,)
+        if all(k in local_batch for k in motion_metrics.TRUTH_KEYS):  # an evaluation batch
+            keys += tuple(k for k in motion_metrics.TRUTH_KEYS if k not in keys)
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, local_batch[k])
                 for k in keys}

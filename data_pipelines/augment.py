@@ -16,6 +16,8 @@ import grain
 import ml_collections
 import numpy as np
 
+from data_pipelines.synthetic import MIRRORED_LANDMARKS
+
 
 def _gray(x: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[..., None]
@@ -69,9 +71,10 @@ class AugmentPair(grain.transforms.RandomMap):
         frame_index = element.get("frame_index")
         poses = [element.get("source_pose"), element.get("driving_pose")]
         centres = [element.get("source_centre"), element.get("driving_centre")]
+        landmarks = [element.get("source_landmarks"), element.get("driving_landmarks")]
         if c.time_flip and rng.uniform() < 0.5:
             src, drv = drv, src
-            poses, centres = poses[::-1], centres[::-1]
+            poses, centres, landmarks = poses[::-1], centres[::-1], landmarks[::-1]
             if frame_index is not None:
                 frame_index = frame_index[::-1].copy()
         # The reference mirrors only pairs it did not time-flip (its RandomFlip returns
@@ -84,6 +87,11 @@ class AugmentPair(grain.transforms.RandomMap):
             # ... and moves its centre to -x (the keypoint frame is symmetric about 0).
             centres = [None if xy is None else xy * np.array([-1, 1], np.float32)
                        for xy in centres]
+            # Landmark pixels mirror about the frame's middle and swap left for right.
+            width = src.shape[1]
+            landmarks = [None if xy is None else
+                         xy[list(MIRRORED_LANDMARKS)] * np.array([-1, 1], np.float32)
+                         + np.array([width - 1, 0], np.float32) for xy in landmarks]
         if c.brightness or c.contrast or c.saturation or c.hue:
             src, drv = color_jitter([src, drv], rng, c.brightness, c.contrast, c.saturation, c.hue)
         out = dict(element)
@@ -92,7 +100,8 @@ class AugmentPair(grain.transforms.RandomMap):
         if frame_index is not None:
             out["frame_index"] = frame_index
         for key, value in zip(("source_pose", "driving_pose", "source_centre",
-                               "driving_centre"), poses + centres, strict=True):
+                               "driving_centre", "source_landmarks", "driving_landmarks"),
+                              poses + centres + landmarks, strict=True):
             if value is not None:
                 out[key] = value
         return out

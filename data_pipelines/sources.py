@@ -120,4 +120,7 @@ class PairSource:
         if hasattr(self.videos, "head_centres"):
             record["source_centre"], record["driving_centre"] = self.videos.head_centres(
                 video, [src, drv])
+        if hasattr(self.videos, "landmarks"):
+            record["source_landmarks"], record["driving_landmarks"] = (
+                self.videos.landmarks(video, [src, drv]).astype(np.float32))
         return record

@@ -38,6 +38,16 @@ _HAIR_COLOURS = np.array(
     [[0.08, 0.06, 0.05], [0.30, 0.18, 0.10], [0.55, 0.40, 0.22], [0.85, 0.72, 0.45],
      [0.60, 0.25, 0.10], [0.55, 0.55, 0.55]]
 )
+
+
+
+def _mirror_name(name: str) -> str:
+    return name.replace("left", "@").replace("right", "left").replace("@", "right")
+
+
+# Landmark k of a horizontally mirrored frame is landmark MIRRORED_LANDMARKS[k] of the
+# original, mirrored: the left eye of the mirror image is the original's right eye.
+MIRRORED_LANDMARKS = tuple(LANDMARK_NAMES.index(_mirror_name(n)) for n in LANDMARK_NAMES)
 TEST_IDENTITY_OFFSET = 1_000_000  # test identities never collide with train ones
 
 
@@ -136,11 +146,16 @@ def centre_pixels(trans: np.ndarray, size: int) -> np.ndarray:
     return np.array([0.5 + trans[0], 0.52 + trans[1]]) * size
 
 
+def keypoint_frame(pixels: np.ndarray, size) -> np.ndarray:
+    """Pixel (x, y) -> the keypoint frame: [-1, 1] over the pixel centres 0 .. size - 1,
+    as `make_coordinate_grid` spans them (numpy or jax arrays; `size` an int or per-axis
+    (width, height))."""
+    return 2.0 * pixels / (size - 1) - 1.0
+
+
 def head_centre(trans: np.ndarray, size: int) -> np.ndarray:
-    """(2,) head centre (x, y), the point the head turns about, in the keypoint frame:
-    [-1, 1] over the pixel centres 0 .. size - 1, as `make_coordinate_grid` spans them."""
-    pixels = centre_pixels(trans, size)
-    return (2.0 * pixels / (size - 1) - 1.0).astype(np.float32)
+    """(2,) head centre (x, y), the point the head turns about, in the keypoint frame."""
+    return keypoint_frame(centre_pixels(trans, size), size).astype(np.float32)
 
 
 def project_landmarks(identity_seed: int, pose: np.ndarray, trans: np.ndarray, size: int,

@@ -122,6 +122,40 @@ def test_flips_move_the_true_pose_with_the_frames():
     np.testing.assert_array_equal(out["driving_centre"], record["source_centre"])
 
 
+def test_pair_records_carry_the_true_landmarks_and_mirroring_keeps_left_on_the_left():
+    """Records carry both frames' landmark pixels; a mirrored pair's landmarks are the
+    mirrored frames' (x -> width - 1 - x, left and right swapped), so landmark k names
+    the same part of the face before and after (what `loss.landmark_keypoints` needs)."""
+    import ml_collections
+
+    from data_pipelines.augment import AugmentPair
+
+    size = 64
+    videos = synthetic.SyntheticVideos(synthetic.identity_seeds("train", 3), 40, size)
+    record = PairSource(videos, seed=2)[1]
+    src, drv = (int(t) for t in record["frame_index"])
+    np.testing.assert_array_equal(record["source_landmarks"], videos.landmarks(1, [src])[0])
+    np.testing.assert_array_equal(record["driving_landmarks"], videos.landmarks(1, [drv])[0])
+    assert record["driving_landmarks"].dtype == np.float32
+    cfg = ml_collections.ConfigDict(dict(flip=True, time_flip=False, brightness=0.0,
+                                         contrast=0.0, saturation=0.0, hue=0.0))
+    rng = np.random.default_rng(0)
+    while True:  # a seed where the mirror fires
+        out = AugmentPair(cfg).random_map(record, np.random.default_rng(rng.integers(1e9)))
+        if not np.array_equal(out["source"], record["source"]):
+            break
+    names = synthetic.LANDMARK_NAMES
+    for key in ("source_landmarks", "driving_landmarks"):
+        before, after = record[key], out[key]
+        for k, name in enumerate(names):
+            twin = names.index(name.replace("left", "@").replace("right", "left")
+                               .replace("@", "right"))
+            np.testing.assert_allclose(after[k], [size - 1 - before[twin][0], before[twin][1]],
+                                       rtol=1e-6)
+        left, right = names.index("left_eye"), names.index("right_eye")
+        assert (after[left][0] < after[right][0]) == (before[left][0] < before[right][0])
+
+
 def test_head_mask_is_every_pixel_that_is_not_background():
     """The motion metrics' moving region: the mask covers exactly the pixels the head
     changes (anything else is the untouched background texture), and it moves."""

@@ -139,3 +139,15 @@ def test_head_translation_compares_x_and_y_only_and_stops_the_target_gradient():
     np.testing.assert_allclose(losses.head_translation_loss(t, target), 0.3, rtol=1e-6)
     grad = jax.grad(losses.head_translation_loss, argnums=1)(t, target)
     np.testing.assert_array_equal(grad, 0.0)
+
+
+def test_landmark_keypoints_teach_keypoint_k_landmark_k_in_x_and_y_only():
+    kp = jnp.array([[[0.1, -0.2, 5.0], [0.5, 0.5, 1.0], [9.0, 9.0, 9.0]]])  # K = 3
+    landmarks = jnp.array([[[0.0, 0.0], [0.5, 0.0]]])  # L = 2: the third keypoint is free
+    # mean over the 2 taught keypoints of |dx| + |dy|: ((0.1 + 0.2) + (0 + 0.5)) / 2
+    np.testing.assert_allclose(losses.landmark_keypoint_loss(kp, landmarks), 0.4, rtol=1e-6)
+    many = jnp.concatenate([landmarks, jnp.ones((1, 3, 2))], axis=1)  # L = 5 > K
+    assert float(losses.landmark_keypoint_loss(kp, many)) == pytest.approx(
+        (0.3 + 0.5 + 16.0) / 3, rel=1e-6)
+    grad = jax.grad(losses.landmark_keypoint_loss, argnums=1)(kp, landmarks)
+    np.testing.assert_array_equal(grad, 0.0)

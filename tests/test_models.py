@@ -348,6 +348,10 @@ def test_abstract_modules_are_the_plainly_constructed_ones():
         abstract_def, abstract_state = nnx.split(abstract)
         plain_def, plain_state = nnx.split(plain)
         assert abstract_def == plain_def
-        assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(abstract_state))
-        shapes = lambda state: jax.tree.map(lambda x: (x.shape, x.dtype), state)  # noqa: E731
-        assert shapes(abstract_state) == shapes(plain_state)
+        assert all(isinstance(leaf, jax.ShapeDtypeStruct)
+                   for leaf in jax.tree.leaves(abstract_state))
+        assert _shapes(abstract_state) == _shapes(plain_state)
+
+
+def _shapes(state: nnx.State) -> nnx.State:
+    return jax.tree.map(lambda leaf: (leaf.shape, leaf.dtype), state)

@@ -198,6 +198,11 @@ def test_headpose_teacher_is_checked_against_the_data():
     with pytest.raises(ValueError, match="head_translation=1.0 needs true head centres.*"
                                          "got 'vox'.*head_translation=0"):
         check_headpose_teacher(loss, "vox")
+    loss.head_translation, loss.landmark_keypoints = 0.0, 2.0
+    check_headpose_teacher(loss, "synthetic")
+    with pytest.raises(ValueError, match="landmark_keypoints=2.0 needs true landmarks.*"
+                                         "got 'vox'.*landmark_keypoints=0"):
+        check_headpose_teacher(loss, "vox")
 
 
 def test_deterministic_reductions_refuse_sharded_parameters():

@@ -34,6 +34,7 @@ def get_config():
     # multi-process test also carries a per-example label beside the images.
     c.loss.headpose_teacher = "data"
     c.loss.head_translation = 1.0
+    c.loss.landmark_keypoints = 1.0
     c.checkpoint.every_steps = 2
     c.eval.every_steps = 0
     c.eval.num_videos = 2
