@@ -124,10 +124,9 @@ def base_config() -> ml_collections.ConfigDict:
     # can teach it; the reference leaves translation to the reconstruction losses.
     c.loss.head_translation = 0.0
     # Not in the reference (its keypoints are unsupervised): L1 between the driving
-    # keypoints' x, y and true landmarks (keypoint k <- the k-th of
-    # `synthetic.TEACHING_LANDMARKS`), in keypoint coordinates. Only synthetic heads know
-    # their landmarks; a teacher that puts the keypoints on the face from the first
-    # steps, for CPU-length runs.
+    # keypoints' x, y and the true landmarks (keypoint k <- landmark k), in keypoint
+    # coordinates. Only synthetic heads know their landmarks; a teacher that puts the
+    # keypoints on the face from the first steps, for CPU-length runs.
     c.loss.landmark_keypoints = 0.0
     c.loss.expression = 5.0
     # The reference adds an L1 reconstruction term whose weight its released config

@@ -373,8 +373,7 @@ def _pose_terms(defs: StepDefs, frozen: dict[str, nnx.State], out: dict[str, Any
             out["he_driving"]["t"], batch[CENTRE_KEY])
     if cfg.landmark_keypoints:
         width_height = jnp.asarray(driving.shape[2:0:-1], jnp.float32)
-        landmarks = synthetic.keypoint_frame(
-            batch[LANDMARKS_KEY][:, list(synthetic.TEACHING_LANDMARKS)], width_height)
+        landmarks = synthetic.keypoint_frame(batch[LANDMARKS_KEY], width_height)
         terms["landmark_keypoints"] = cfg.landmark_keypoints * losses.landmark_keypoint_loss(
             out["kp_driving"], landmarks)
     if cfg.expression:

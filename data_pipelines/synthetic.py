@@ -48,12 +48,6 @@ def _mirror_name(name: str) -> str:
 # Landmark k of a horizontally mirrored frame is landmark MIRRORED_LANDMARKS[k] of the
 # original, mirrored: the left eye of the mirror image is the original's right eye.
 MIRRORED_LANDMARKS = tuple(LANDMARK_NAMES.index(_mirror_name(n)) for n in LANDMARK_NAMES)
-# Which landmark teaches keypoint k (`loss.landmark_keypoints`): the head's outline
-# first, so that a few keypoints already span the face (it moves the hair and skin edge
-# against the background, where most of a misplaced head's pixel error is).
-TEACHING_LANDMARKS = tuple(LANDMARK_NAMES.index(n) for n in (
-    "forehead", "chin", "left_cheek", "right_cheek", "nose_tip", "left_eye", "right_eye",
-    "upper_lip", "left_brow", "right_brow", "mouth_left", "mouth_right", "lower_lip"))
 TEST_IDENTITY_OFFSET = 1_000_000  # test identities never collide with train ones
 
 
