@@ -9,8 +9,10 @@ TINY_MODEL = {
     "common": {"num_kp": 8, "feature_channel": 8},
     "kp_detector": {"block_expansion": 8, "max_features": 64, "scale_factor": 0.5,
                     "num_blocks": 3, "reshape_channel": 256, "reshape_depth": 4},
+    # Group norm: at batch 8, BatchNorm's batch statistics blur the absolute pose this
+    # network regresses (it learns pose faster with per-example normalisation).
     "he_estimator": {"block_expansion": 8, "stage_features": (32, 64, 128, 256),
-                     "stage_blocks": (1, 1, 1, 1)},
+                     "stage_blocks": (1, 1, 1, 1), "norm": "group"},
     # One SPADE middle block (the release has 6) and a 16-wide SPADE hidden layer: the
     # decoder's 3x3 convolutions at 16..64 px were ~2/3 of the step at 64x64 on CPU.
     "generator": {"block_expansion": 16, "max_features": 64, "reshape_channel": 8,
@@ -47,9 +49,20 @@ def get_config():
     c.loss.perceptual_scales = ()
     # Substitutes for the reference's pretrained teachers, chosen here so the demo needs
     # no weight files: the bundled LPIPS VGG16 trunk in place of VGG19 (unused while
-    # perceptual_scales is empty), and no head-pose term (the reference's HopeNet).
+    # perceptual_scales is empty), and the synthetic renderer's ground truth in place of
+    # HopeNet: the true pose and head centre teach the head-pose estimator, and the true
+    # landmarks teach the keypoints (not in the reference, whose keypoints are
+    # unsupervised). Without them the keypoints carry no usable motion for the first
+    # thousands of steps.
     c.loss.perceptual_network = "lpips_vgg16"
-    c.loss.headpose = 0.0
+    c.loss.headpose_teacher = "data"
+    c.loss.headpose = 10.0
+    c.loss.head_translation = 10.0
+    c.loss.landmark_keypoints = 10.0
+    # The dense-motion mask learns at a tenth of the rate: at the full rate it settles on
+    # its identity channel (the background's motion) in the first steps, while the
+    # keypoint motions are still noise, and its softmax then passes them no gradient.
+    c.optim.lr_mults = (("dense_motion_network/mask", 0.1),)
     c.checkpoint.every_steps = 80
     c.eval.every_steps = 80
     c.eval.num_videos = 8
