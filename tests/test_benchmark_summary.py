@@ -42,9 +42,12 @@ def test_random_train_batch_feeds_the_teachers_that_are_on():
     plain = benchmark.random_train_batch(rng, 2, 32, pose=False, centre=False)
     assert sorted(plain) == ["driving", "source", "source_lq"]
     assert plain["driving"].shape == (2, 32, 32, 3) and plain["driving"].dtype == np.float32
-    both = benchmark.random_train_batch(rng, 2, 32, pose=True, centre=True)
-    assert both["driving_pose"].shape == (2, 3) and np.abs(both["driving_pose"]).max() <= 30
-    assert both["driving_centre"].shape == (2, 2) and np.abs(both["driving_centre"]).max() <= 0.2
+    every = benchmark.random_train_batch(rng, 2, 32, pose=True, centre=True, landmarks=True)
+    assert every["driving_pose"].shape == (2, 3) and np.abs(every["driving_pose"]).max() <= 30
+    assert every["driving_centre"].shape == (2, 2) and \
+        np.abs(every["driving_centre"]).max() <= 0.2
+    lms = every["driving_landmarks"]
+    assert lms.shape == (2, 13, 2) and lms.dtype == np.float32 and 0 <= lms.min() <= lms.max() <= 31
 
 
 def test_summary_counts_and_flops():
