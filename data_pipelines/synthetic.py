@@ -40,7 +40,6 @@ _HAIR_COLOURS = np.array(
 )
 
 
-
 def _mirror_name(name: str) -> str:
     return name.replace("left", "@").replace("right", "left").replace("@", "right")
 
