@@ -131,18 +131,28 @@ def largest_fitting_batch(plan: dict[str, int], batch: int, limit: int, multiple
 
 
 def random_train_batch(rng: np.random.Generator, batch: int, size: int, *, pose: bool,
-                       centre: bool, landmarks: bool = False) -> dict[str, np.ndarray]:
+                       centre: bool, landmarks: bool = False,
+                       source_landmarks: bool = False) -> dict[str, np.ndarray]:
     """Random images for the train step, and what its teachers read where they are on:
     the true driving pose (`pose`: yaw, pitch, roll in degrees), head centre (`centre`:
-    x, y in the keypoint frame) and landmarks (`landmarks`: x, y pixels)."""
-    from asrth_jax.train_step import BATCH_KEYS, CENTRE_KEY, LANDMARKS_KEY, POSE_KEY
+    x, y in the keypoint frame) and landmarks (`landmarks`, `source_landmarks`: x, y
+    pixels of the driving and the source frame)."""
+    from asrth_jax.train_step import (
+        BATCH_KEYS,
+        CENTRE_KEY,
+        LANDMARKS_KEY,
+        POSE_KEY,
+        SOURCE_LANDMARKS_KEY,
+    )
     from data_pipelines.synthetic import LANDMARK_NAMES
 
     local = {k: rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
              for k in BATCH_KEYS}
     for key, shape, low, high, used in (
             (POSE_KEY, (3,), -30.0, 30.0, pose), (CENTRE_KEY, (2,), -0.2, 0.2, centre),
-            (LANDMARKS_KEY, (len(LANDMARK_NAMES), 2), 0.0, size - 1.0, landmarks)):
+            (LANDMARKS_KEY, (len(LANDMARK_NAMES), 2), 0.0, size - 1.0, landmarks),
+            (SOURCE_LANDMARKS_KEY, (len(LANDMARK_NAMES), 2), 0.0, size - 1.0,
+             source_landmarks)):
         if used:
             local[key] = rng.uniform(low, high, size=(batch,) + shape).astype(np.float32)
     return local
@@ -177,7 +187,9 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
         local = random_train_batch(rng, global_batch // jax.process_count(), size,
                                    pose=trainer.defs.pose_from_data,
                                    centre=bool(config.loss.head_translation),
-                                   landmarks=bool(config.loss.landmark_keypoints))
+                                   landmarks=bool(config.loss.landmark_keypoints
+                                                  or config.loss.landmark_motion),
+                                   source_landmarks=bool(config.loss.landmark_motion))
         data = trainer.shard_batch(local)
         start = time.perf_counter()
         lowered = trainer.train_step.lower(state, data, trainer.frozen_state)

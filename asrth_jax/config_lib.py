@@ -128,6 +128,11 @@ def base_config() -> ml_collections.ConfigDict:
     # coordinates. Only synthetic heads know their landmarks; a teacher that puts the
     # keypoints on the face from the first steps, for CPU-length runs.
     c.loss.landmark_keypoints = 0.0
+    # Not in the reference: the landmark transfer error as a loss, L1 in grid
+    # coordinates between where the deformation sends each true driving landmark and
+    # the true source landmark. Only synthetic heads know their landmarks; it teaches
+    # the dense-motion mask which keypoint moves which part of the face.
+    c.loss.landmark_motion = 0.0
     c.loss.expression = 5.0
     # The reference adds an L1 reconstruction term whose weight its released config
     # does not give; 0 keeps the released recipe.

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
+from asrth_jax import motion_metrics
 from asrth_jax.models.antialias import anti_alias_downsample
 from asrth_jax.models.head_pose import bins_to_degrees
 from asrth_jax.transforms import TransformParams, warp_coordinates
@@ -189,6 +190,18 @@ def landmark_keypoint_loss(keypoints: jax.Array, landmarks_xy: jax.Array) -> jax
     count = min(keypoints.shape[1], landmarks_xy.shape[1])
     target = jax.lax.stop_gradient(_f32(landmarks_xy[:, :count]))
     return jnp.abs(_f32(keypoints)[:, :count, :2] - target).sum(-1).mean()
+
+
+def landmark_motion_loss(deformation: jax.Array, source_landmarks: jax.Array,
+                         driving_landmarks: jax.Array,
+                         image_size: int | tuple[int, int]) -> jax.Array:
+    """mean_b mean_l sum_xy |deformation(driving landmark l) - source landmark l|: the
+    landmark transfer error (`motion_metrics`) as an L1 in grid coordinates, for a
+    (B, D, H, W, 3) deformation and (B, L, 2) true landmark pixels. The targets are
+    fixed; the gradient reaches the dense-motion mask and the keypoints it blends."""
+    sent = motion_metrics.transferred_grid(deformation, driving_landmarks, image_size)
+    target = jax.lax.stop_gradient(motion_metrics.pixels_to_grid(source_landmarks, image_size))
+    return jnp.abs(sent - target).sum(-1).mean()
 
 
 def expression_loss(exp: jax.Array) -> jax.Array:

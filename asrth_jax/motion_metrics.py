@@ -108,13 +108,21 @@ def _sample_xy(field: jax.Array, coords: jax.Array) -> jax.Array:
     return top * (1 - fy)[:, None] + bottom * fy[:, None]
 
 
-def transferred_landmarks(deformation: jax.Array, driving_landmarks: jax.Array,
-                          image_size: int | tuple[int, int]) -> jax.Array:
-    """(B, L, 2) source pixels where the deformation (B, D, H, W, 3) sends each true
-    driving landmark (B, L, 2 pixels); xy averaged over depth (see the module doc)."""
+def transferred_grid(deformation: jax.Array, driving_landmarks: jax.Array,
+                     image_size: int | tuple[int, int]) -> jax.Array:
+    """(B, L, 2) grid coordinates where the deformation (B, D, H, W, 3) sends each true
+    driving landmark (B, L, 2 pixels); xy averaged over depth (see the module doc).
+    Differentiable in the deformation (`losses.landmark_motion_loss` trains on it)."""
     coords = pixels_to_grid(driving_landmarks, image_size)
     sampled = jax.vmap(_sample_xy)(jnp.asarray(deformation), coords)  # (B, D, L, 2)
-    return grid_to_pixels(sampled.mean(axis=1), image_size)
+    return sampled.mean(axis=1)
+
+
+def transferred_landmarks(deformation: jax.Array, driving_landmarks: jax.Array,
+                          image_size: int | tuple[int, int]) -> jax.Array:
+    """(B, L, 2) source pixels where the deformation sends each true driving landmark."""
+    return grid_to_pixels(transferred_grid(deformation, driving_landmarks, image_size),
+                          image_size)
 
 
 def landmark_transfer_error(deformation: jax.Array, source_landmarks: jax.Array,

@@ -48,6 +48,11 @@ def test_random_train_batch_feeds_the_teachers_that_are_on():
         np.abs(every["driving_centre"]).max() <= 0.2
     lms = every["driving_landmarks"]
     assert lms.shape == (2, 13, 2) and lms.dtype == np.float32 and 0 <= lms.min() <= lms.max() <= 31
+    assert "source_landmarks" not in every
+    both = benchmark.random_train_batch(rng, 2, 32, pose=False, centre=False, landmarks=True,
+                                        source_landmarks=True)
+    assert both["source_landmarks"].shape == (2, 13, 2)
+    assert 0 <= both["source_landmarks"].min() <= both["source_landmarks"].max() <= 31
 
 
 def test_summary_counts_and_flops():

@@ -203,3 +203,27 @@ def test_ground_truth_of_a_batch_of_pairs():
     assert gt["source_head_mask"].shape == (2, 32, 32) and gt["source_head_mask"].dtype == bool
     assert gt["driving_landmarks"].shape == (2, len(synthetic.LANDMARK_NAMES), 2)
     assert not mm.has_ground_truth(object())
+
+
+def test_landmark_motion_loss_is_the_transfer_error_in_grid_units_and_trains_the_field():
+    """The loss of `loss.landmark_motion`: 0 for the true motion; for the identity field,
+    the mean |dx| + |dy| of the landmark motion in grid units (2 / SIZE per pixel); its
+    gradient reaches the deformation and not the landmarks."""
+    import jax
+
+    from asrth_jax import losses
+
+    src, drv = _pairs()
+    a, t = np.array([[0.93, -0.2], [0.18, 1.05]]), np.array([0.08, -0.05])
+    drv = np.asarray(mm.grid_to_pixels(np.asarray(mm.pixels_to_grid(src, SIZE)) @ a.T + t,
+                                       SIZE))
+    true = jnp.asarray(_field_from(lambda b, xy: (xy - t) @ np.linalg.inv(a).T, 3))
+    np.testing.assert_allclose(losses.landmark_motion_loss(true, src, drv, SIZE), 0,
+                               atol=1e-4)
+    identity = losses.landmark_motion_loss(_identity_field(3), src, drv, (SIZE, SIZE))
+    np.testing.assert_allclose(identity, np.abs(drv - src).sum(-1).mean() * 2 / SIZE,
+                               rtol=1e-4)
+    field_grad, src_grad, drv_grad = jax.grad(losses.landmark_motion_loss, argnums=(0, 1, 2))(
+        _identity_field(3), jnp.asarray(src), jnp.asarray(drv), SIZE)
+    assert float(jnp.abs(field_grad).sum()) > 0
+    np.testing.assert_array_equal(src_grad, 0.0)

@@ -251,7 +251,7 @@ def one_step():
         config.loss.perceptual_scales = ()
         config.loss.equivariance_value = config.loss.keypoint_prior = 0.0
         config.loss.headpose = config.loss.expression = config.loss.head_translation = 0.0
-        config.loss.landmark_keypoints = 0.0
+        config.loss.landmark_keypoints = config.loss.landmark_motion = 0.0
         config.train.global_batch_size = 2
     unused = FrozenNetworks(perceptual=nnx.Linear(1, 1, rngs=nnx.Rngs(0)), hopenet=None)
     trainer = TrainSetup(config, sharding.make_mesh(config.mesh, jax.devices()[:1]), unused)

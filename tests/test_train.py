@@ -203,6 +203,11 @@ def test_headpose_teacher_is_checked_against_the_data():
     with pytest.raises(ValueError, match="landmark_keypoints=2.0 needs true landmarks.*"
                                          "got 'vox'.*landmark_keypoints=0"):
         check_headpose_teacher(loss, "vox")
+    loss.landmark_keypoints, loss.landmark_motion = 0.0, 3.0
+    check_headpose_teacher(loss, "synthetic")
+    with pytest.raises(ValueError, match="landmark_motion=3.0 needs true landmarks.*"
+                                         "got 'vox'.*landmark_motion=0"):
+        check_headpose_teacher(loss, "vox")
 
 
 def test_deterministic_reductions_refuse_sharded_parameters():

@@ -52,9 +52,9 @@ def test_one_step_updates_every_part_of_the_state(setup_and_state):
     expected = {"perceptual", "generator_total", "generator_grad_norm", "generator_gan",
                 "feature_matching", "discriminator_gan", "equivariance_value",
                 "keypoint_prior", "headpose", "head_translation", "landmark_keypoints",
-                "expression"}
+                "landmark_motion", "expression"}
     assert loss.generator_gan and loss.equivariance_value and loss.head_translation
-    assert loss.landmark_keypoints
+    assert loss.landmark_keypoints and loss.landmark_motion
     assert expected <= set(scalars) and all(np.isfinite(v) for v in scalars.values())
     terms = [scalars[k] for k in expected - {"generator_total", "generator_grad_norm",
                                              "discriminator_gan"}]
