@@ -132,15 +132,18 @@ def largest_fitting_batch(plan: dict[str, int], batch: int, limit: int, multiple
 
 def random_train_batch(rng: np.random.Generator, batch: int, size: int, *, pose: bool,
                        centre: bool, landmarks: bool = False,
-                       source_landmarks: bool = False) -> dict[str, np.ndarray]:
+                       source_landmarks: bool = False, moving_mask: bool = False
+                       ) -> dict[str, np.ndarray]:
     """Random images for the train step, and what its teachers read where they are on:
     the true driving pose (`pose`: yaw, pitch, roll in degrees), head centre (`centre`:
     x, y in the keypoint frame) and landmarks (`landmarks`, `source_landmarks`: x, y
-    pixels of the driving and the source frame)."""
+    pixels of the driving and the source frame) and the moving mask (`moving_mask`: a
+    random box of head per example)."""
     from asrth_jax.train_step import (
         BATCH_KEYS,
         CENTRE_KEY,
         LANDMARKS_KEY,
+        MOVING_MASK_KEY,
         POSE_KEY,
         SOURCE_LANDMARKS_KEY,
     )
@@ -155,6 +158,13 @@ def random_train_batch(rng: np.random.Generator, batch: int, size: int, *, pose:
              source_landmarks)):
         if used:
             local[key] = rng.uniform(low, high, size=(batch,) + shape).astype(np.float32)
+    if moving_mask:
+        corners = np.sort(rng.integers(0, size + 1, size=(batch, 2, 2)), axis=1)
+        rows, cols = np.arange(size)[None, :, None], np.arange(size)[None, None, :]
+        local[MOVING_MASK_KEY] = ((rows >= corners[:, 0, 0, None, None])
+                                  & (rows < corners[:, 1, 0, None, None])
+                                  & (cols >= corners[:, 0, 1, None, None])
+                                  & (cols < corners[:, 1, 1, None, None]))
     return local
 
 
@@ -189,7 +199,8 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
                                    centre=bool(config.loss.head_translation),
                                    landmarks=bool(config.loss.landmark_keypoints
                                                   or config.loss.landmark_motion),
-                                   source_landmarks=bool(config.loss.landmark_motion))
+                                   source_landmarks=bool(config.loss.landmark_motion),
+                                   moving_mask=bool(config.loss.background_motion))
         data = trainer.shard_batch(local)
         start = time.perf_counter()
         lowered = trainer.train_step.lower(state, data, trainer.frozen_state)

@@ -133,6 +133,10 @@ def base_config() -> ml_collections.ConfigDict:
     # the true source landmark. Only synthetic heads know their landmarks; it teaches
     # the dense-motion mask which keypoint moves which part of the face.
     c.loss.landmark_motion = 0.0
+    # Not in the reference: L1 between the deformation and no motion on the static
+    # background (away from both frames' head masks, which only synthetic heads know),
+    # so the keypoints' motions do not drag the background along.
+    c.loss.background_motion = 0.0
     c.loss.expression = 5.0
     # The reference adds an L1 reconstruction term whose weight its released config
     # does not give; 0 keeps the released recipe.

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from asrth_jax import motion_metrics
 from asrth_jax.models.antialias import anti_alias_downsample
 from asrth_jax.models.head_pose import bins_to_degrees
+from asrth_jax.models.warp import make_coordinate_grid_3d
 from asrth_jax.transforms import TransformParams, warp_coordinates
 
 FeaturesFn = Callable[[jax.Array], Sequence[jax.Array]]
@@ -202,6 +203,18 @@ def landmark_motion_loss(deformation: jax.Array, source_landmarks: jax.Array,
     sent = motion_metrics.transferred_grid(deformation, driving_landmarks, image_size)
     target = jax.lax.stop_gradient(motion_metrics.pixels_to_grid(source_landmarks, image_size))
     return jnp.abs(sent - target).sum(-1).mean()
+
+
+def background_motion_loss(deformation: jax.Array, moving_mask: jax.Array) -> jax.Array:
+    """Mean over the static-background nodes (`motion_metrics.static_cells` of a (B, H, W)
+    moving mask) of sum_xyz |deformation - identity grid|, every depth slice: the
+    background does not move, so the dense motion should read it where it is. Zero
+    where a batch has no static node."""
+    _, depth, height, width, _ = deformation.shape
+    static = motion_metrics.static_cells(moving_mask, (height, width))
+    identity = make_coordinate_grid_3d(depth, height, width)
+    error = jnp.abs(_f32(deformation) - identity).sum(-1).mean(1)  # (B, h, w)
+    return (error * static).sum() / jnp.maximum(static.sum(), 1.0)
 
 
 def expression_loss(exp: jax.Array) -> jax.Array:

@@ -147,6 +147,23 @@ def landmark_distance(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.square(diff).sum(-1)).mean(-1)
 
 
+def static_cells(moving_mask: jax.Array, field_hw: tuple[int, int]) -> jax.Array:
+    """(B, h, w) float32, 1 at the nodes of an (h, w) deformation field that lie on static
+    background: no pixel of a (B, H, W) moving mask in the node's H/h x W/w block or in
+    its 8 neighbours. The margin covers the half-pixel-to-cell offset between the field's
+    nodes (2 j / (n - 1) - 1) and the pixel blocks, and the smooth fall-off of the head's
+    motion. H, W must be multiples of h, w (the generator downsamples by powers of 2)."""
+    mask = jnp.asarray(moving_mask, bool)
+    batch, height, width = mask.shape
+    cells_h, cells_w = field_hw
+    if height % cells_h or width % cells_w:
+        raise ValueError(f"a {height}x{width} mask does not tile a {cells_h}x{cells_w} field")
+    head = mask.reshape(batch, cells_h, height // cells_h, cells_w, width // cells_w)
+    head = head.any(axis=(2, 4)).astype(jnp.float32)
+    near_head = jax.lax.reduce_window(head, 0.0, jax.lax.max, (1, 3, 3), (1, 1, 1), "SAME")
+    return 1.0 - near_head
+
+
 def moving_region(source_mask: jax.Array, driving_mask: jax.Array) -> jax.Array:
     """(B, H, W) bool union of the two head masks: every pixel motion can change."""
     return jnp.logical_or(jnp.asarray(source_mask, bool), jnp.asarray(driving_mask, bool))

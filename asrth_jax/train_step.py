@@ -56,6 +56,7 @@ POSE_KEY = "driving_pose"  # (B, 3) true yaw, pitch, roll in degrees
 CENTRE_KEY = "driving_centre"  # (B, 2) true head centre x, y in the keypoint frame
 LANDMARKS_KEY = "driving_landmarks"  # (B, L, 2) true landmark pixels x, y
 SOURCE_LANDMARKS_KEY = "source_landmarks"  # the same in the source frame
+MOVING_MASK_KEY = "moving_mask"  # (B, H, W) bool: the head in either frame
 HEADPOSE_TEACHERS = ("hopenet", "data")
 
 
@@ -153,6 +154,10 @@ def check_headpose_teacher(loss: ml_collections.ConfigDict, data_kind: str) -> N
         raise ValueError(f"config.loss.landmark_motion={loss.landmark_motion} needs "
                          f"true landmarks, which only data.kind='synthetic' has (got "
                          f"{data_kind!r}); set --config.loss.landmark_motion=0")
+    if loss.background_motion and data_kind != "synthetic":
+        raise ValueError(f"config.loss.background_motion={loss.background_motion} needs "
+                         f"true head masks, which only data.kind='synthetic' has (got "
+                         f"{data_kind!r}); set --config.loss.background_motion=0")
 
 
 def _missing(path: str) -> str | None:
@@ -385,6 +390,9 @@ def _pose_terms(defs: StepDefs, frozen: dict[str, nnx.State], out: dict[str, Any
         terms["landmark_motion"] = cfg.landmark_motion * losses.landmark_motion_loss(
             out["deformation"], batch[SOURCE_LANDMARKS_KEY], batch[LANDMARKS_KEY],
             driving.shape[1:3])
+    if cfg.background_motion:
+        terms["background_motion"] = cfg.background_motion * losses.background_motion_loss(
+            out["deformation"], batch[MOVING_MASK_KEY])
     if cfg.expression:
         terms["expression"] = cfg.expression * losses.expression_loss(out["he_driving"]["exp"])
 
@@ -594,6 +602,8 @@ class TrainSetup:
             keys += (LANDMARKS_KEY,)
         if self.config.loss.landmark_motion and SOURCE_LANDMARKS_KEY in local_batch:
             keys += tuple(k for k in (SOURCE_LANDMARKS_KEY, LANDMARKS_KEY) if k not in keys)
+        if self.config.loss.background_motion and MOVING_MASK_KEY in local_batch:
+            keys += (MOVING_MASK_KEY,)
         if all(k in local_batch for k in motion_metrics.TRUTH_KEYS):  # an evaluation batch
             keys += tuple(k for k in motion_metrics.TRUTH_KEYS if k not in keys)
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, local_batch[k])

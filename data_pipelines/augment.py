@@ -68,6 +68,8 @@ class AugmentPair(grain.transforms.RandomMap):
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         c = self.config
         src, drv = element["source"], element["driving"]
+        # The union of both frames' head masks: a time flip leaves it as it is.
+        moving_mask = element.get("moving_mask")
         frame_index = element.get("frame_index")
         poses = [element.get("source_pose"), element.get("driving_pose")]
         centres = [element.get("source_centre"), element.get("driving_centre")]
@@ -81,6 +83,8 @@ class AugmentPair(grain.transforms.RandomMap):
         # early): with both on, 50% of pairs are time-flipped and 25% mirrored.
         elif c.flip and rng.uniform() < 0.5:
             src, drv = src[:, ::-1], drv[:, ::-1]
+            if moving_mask is not None:
+                moving_mask = moving_mask[:, ::-1]
             # A mirror image turns the head the other way: yaw and roll change sign.
             poses = [None if p is None else p * np.array([-1, 1, -1], np.float32)
                      for p in poses]
@@ -99,6 +103,8 @@ class AugmentPair(grain.transforms.RandomMap):
         out["driving"] = np.ascontiguousarray(drv)
         if frame_index is not None:
             out["frame_index"] = frame_index
+        if moving_mask is not None:
+            out["moving_mask"] = np.ascontiguousarray(moving_mask)
         for key, value in zip(("source_pose", "driving_pose", "source_centre",
                                "driving_centre", "source_landmarks", "driving_landmarks"),
                               poses + centres + landmarks, strict=True):

@@ -123,4 +123,7 @@ class PairSource:
         if hasattr(self.videos, "landmarks"):
             record["source_landmarks"], record["driving_landmarks"] = (
                 self.videos.landmarks(video, [src, drv]).astype(np.float32))
+        if hasattr(self.videos, "head_masks"):
+            # Every pixel the head covers in either frame; the rest is static background.
+            record["moving_mask"] = np.logical_or(*self.videos.head_masks(video, [src, drv]))
         return record

@@ -53,6 +53,10 @@ def test_random_train_batch_feeds_the_teachers_that_are_on():
                                         source_landmarks=True)
     assert both["source_landmarks"].shape == (2, 13, 2)
     assert 0 <= both["source_landmarks"].min() <= both["source_landmarks"].max() <= 31
+    assert "moving_mask" not in both
+    masked = benchmark.random_train_batch(rng, 2, 32, pose=False, centre=False,
+                                          moving_mask=True)
+    assert masked["moving_mask"].shape == (2, 32, 32) and masked["moving_mask"].dtype == bool
 
 
 def test_summary_counts_and_flops():

@@ -156,6 +156,34 @@ def test_pair_records_carry_the_true_landmarks_and_mirroring_keeps_left_on_the_l
         assert (after[left][0] < after[right][0]) == (before[left][0] < before[right][0])
 
 
+def test_pair_records_carry_the_moving_mask_and_flips_keep_it_on_the_heads():
+    """`moving_mask` is the union of both frames' head masks; a mirror mirrors it, a
+    time flip (source and driving swapped) leaves it as it is."""
+    import ml_collections
+
+    from data_pipelines.augment import AugmentPair
+
+    videos = synthetic.SyntheticVideos(synthetic.identity_seeds("train", 3), 40, 64)
+    record = PairSource(videos, seed=2)[1]
+    src, drv = (int(t) for t in record["frame_index"])
+    heads = videos.head_masks(1, [src, drv])
+    assert src != drv and not np.array_equal(heads[0], heads[1])
+    np.testing.assert_array_equal(record["moving_mask"], heads[0] | heads[1])
+    for flip, time_flip in ((True, False), (False, True)):
+        cfg = ml_collections.ConfigDict(dict(flip=flip, time_flip=time_flip, brightness=0.0,
+                                             contrast=0.0, saturation=0.0, hue=0.0))
+        rng = np.random.default_rng(0)
+        while True:  # a seed where the flip fires
+            out = AugmentPair(cfg).random_map(record, np.random.default_rng(rng.integers(1e9)))
+            if not np.array_equal(out["source"], record["source"]):
+                break
+        expected = record["moving_mask"][:, ::-1] if flip else record["moving_mask"]
+        np.testing.assert_array_equal(out["moving_mask"], expected)
+        # the mask still covers exactly where the (flipped) frames differ from background
+        changed = (out["source"] != out["driving"]).any(-1)
+        assert not (changed & ~out["moving_mask"]).any()
+
+
 def test_head_mask_is_every_pixel_that_is_not_background():
     """The motion metrics' moving region: the mask covers exactly the pixels the head
     changes (anything else is the untouched background texture), and it moves."""

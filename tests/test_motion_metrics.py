@@ -227,3 +227,38 @@ def test_landmark_motion_loss_is_the_transfer_error_in_grid_units_and_trains_the
         _identity_field(3), jnp.asarray(src), jnp.asarray(drv), SIZE)
     assert float(jnp.abs(field_grad).sum()) > 0
     np.testing.assert_array_equal(src_grad, 0.0)
+
+
+def test_static_cells_keep_one_cell_away_from_the_moving_mask():
+    mask = np.zeros((2, SIZE, SIZE), bool)
+    mask[0, 20:40, 24:44] = True  # rows 20..39 -> cells 5..9, columns 24..43 -> 6..10
+    static = np.asarray(mm.static_cells(mask, FIELD[1:]))
+    assert static.shape == (2, *FIELD[1:])
+    expected = np.ones(FIELD[1:])
+    expected[4:11, 5:12] = 0.0  # the head's cells and one cell around them
+    np.testing.assert_array_equal(static[0], expected)
+    np.testing.assert_array_equal(static[1], 1.0)  # no head: all static
+    with pytest.raises(ValueError, match="does not tile"):
+        mm.static_cells(np.zeros((1, 60, 64), bool), FIELD[1:])
+
+
+def test_background_motion_loss_is_zero_for_no_motion_and_ignores_the_head():
+    """The loss of `loss.background_motion`: the identity field scores 0; any motion near
+    the head is free; a shift of the whole field costs its size on the background only."""
+    import jax
+
+    from asrth_jax import losses
+
+    mask = np.zeros((1, SIZE, SIZE), bool)
+    mask[0, 20:40, 24:44] = True
+    identity = _identity_field(1)
+    assert float(losses.background_motion_loss(identity, mask)) == 0.0
+    head_moves = np.array(identity)
+    head_moves[:, :, 4:11, 5:12, :2] += 0.3
+    assert float(losses.background_motion_loss(head_moves, mask)) == 0.0
+    shifted = np.array(identity)
+    shifted[..., 0] += 0.1
+    shifted[..., 2] -= 0.05
+    np.testing.assert_allclose(losses.background_motion_loss(shifted, mask), 0.15, rtol=1e-5)
+    grad = np.asarray(jax.grad(losses.background_motion_loss)(jnp.asarray(shifted), mask))
+    assert (grad[:, :, 4:11, 5:12] == 0).all() and np.abs(grad).sum() > 0

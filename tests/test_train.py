@@ -208,6 +208,11 @@ def test_headpose_teacher_is_checked_against_the_data():
     with pytest.raises(ValueError, match="landmark_motion=3.0 needs true landmarks.*"
                                          "got 'vox'.*landmark_motion=0"):
         check_headpose_teacher(loss, "vox")
+    loss.landmark_motion, loss.background_motion = 0.0, 4.0
+    check_headpose_teacher(loss, "synthetic")
+    with pytest.raises(ValueError, match="background_motion=4.0 needs true head masks.*"
+                                         "got 'vox'.*background_motion=0"):
+        check_headpose_teacher(loss, "vox")
 
 
 def test_deterministic_reductions_refuse_sharded_parameters():

@@ -20,6 +20,9 @@ def setup_and_state():
     config = load_config_file(TINY)
     with config.unlocked():
         config.mesh.data = 1  # one device whatever the host has
+        # The synthetic-data teachers of the dense motion (the demo's), here only: the
+        # sharding and multi-process tests keep the lighter tiny config.
+        config.loss.landmark_motion = config.loss.background_motion = 1.0
     setup = TrainSetup(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
     return config, setup, setup.init_state(config.seed)
 
@@ -52,9 +55,9 @@ def test_one_step_updates_every_part_of_the_state(setup_and_state):
     expected = {"perceptual", "generator_total", "generator_grad_norm", "generator_gan",
                 "feature_matching", "discriminator_gan", "equivariance_value",
                 "keypoint_prior", "headpose", "head_translation", "landmark_keypoints",
-                "landmark_motion", "expression"}
+                "landmark_motion", "background_motion", "expression"}
     assert loss.generator_gan and loss.equivariance_value and loss.head_translation
-    assert loss.landmark_keypoints and loss.landmark_motion
+    assert loss.landmark_keypoints and loss.landmark_motion and loss.background_motion
     assert expected <= set(scalars) and all(np.isfinite(v) for v in scalars.values())
     terms = [scalars[k] for k in expected - {"generator_total", "generator_grad_norm",
                                              "discriminator_gan"}]

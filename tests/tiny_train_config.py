@@ -35,7 +35,6 @@ def get_config():
     c.loss.headpose_teacher = "data"
     c.loss.head_translation = 1.0
     c.loss.landmark_keypoints = 1.0
-    c.loss.landmark_motion = 1.0
     c.checkpoint.every_steps = 2
     c.eval.every_steps = 0
     c.eval.num_videos = 2
