@@ -60,6 +60,12 @@ def get_config():
     c.loss.headpose = 10.0
     c.loss.head_translation = 10.0
     c.loss.landmark_keypoints = 10.0
+    # The true motion where the renderer knows it teaches the dense motion (ours too):
+    # each driving landmark should be read from its source landmark, and the static
+    # background from where it is. Without them the mask blends keypoint motions that
+    # miss the landmarks and drags the background ~3 px along with the head.
+    c.loss.landmark_motion = 10.0
+    c.loss.background_motion = 10.0
     # The dense-motion mask learns at a tenth of the rate: at the full rate it settles on
     # its identity channel (the background's motion) in the first steps, while the
     # keypoint motions are still noise, and its softmax then passes them no gradient.

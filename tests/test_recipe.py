@@ -51,10 +51,12 @@ def test_paper_configs_state_the_reference_recipe(path, repeats, epochs, batch, 
 
 def test_demo_names_its_teacher_substitutes():
     """The demo needs no weight file: LPIPS's bundled VGG16 for VGG19, and the synthetic
-    data's truth (pose, head centre, landmarks) for HopeNet; only synthetic data has it."""
+    data's truth (pose, head centre, landmarks, head masks) for HopeNet and as teachers
+    of the keypoints and the dense motion; only synthetic data has it."""
     loss = load_config_file(DEMO).loss
     assert loss.perceptual_network == "lpips_vgg16" and loss.headpose_teacher == "data"
     assert loss.headpose and loss.head_translation and loss.landmark_keypoints
+    assert loss.landmark_motion and loss.background_motion
     check_teachers(loss, "synthetic")  # needs no file
     with pytest.raises(ValueError, match="only data.kind='synthetic'"):
         check_teachers(loss, "vox")
