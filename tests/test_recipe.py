@@ -42,6 +42,9 @@ def test_paper_configs_state_the_reference_recipe(path, repeats, epochs, batch, 
     assert tuple(loss.perceptual_scales) == (1.0, 0.5, 0.25, 0.125)
     assert (loss.headpose, loss.headpose_teacher) == (20.0, "hopenet")
     assert loss.reconstruction_l1 == 0.0  # the released config gives no weight
+    # keypoints and motion unsupervised, as in the reference (the demo's teachers are off)
+    assert (loss.head_translation, loss.landmark_keypoints, loss.landmark_motion,
+            loss.background_motion) == (0.0,) * 4
     assert (loss.generator_gan, loss.discriminator_gan, loss.equivariance_value,
             loss.keypoint_prior, loss.expression) == (1.0, 1.0, 10.0, 10.0, 5.0)
     aug = c.data.augmentation
