@@ -58,6 +58,9 @@ LANDMARKS_KEY = "driving_landmarks"  # (B, L, 2) true landmark pixels x, y
 SOURCE_LANDMARKS_KEY = "source_landmarks"  # the same in the source frame
 MOVING_MASK_KEY = "moving_mask"  # (B, H, W) bool: the head in either frame
 HEADPOSE_TEACHERS = ("hopenet", "data")
+# Loss terms taught by what only the synthetic renderer knows: (term, what it reads).
+SYNTHETIC_TRUTH_TERMS = (("head_translation", "head centres"), ("landmark_keypoints", "landmarks"),
+                         ("landmark_motion", "landmarks"), ("background_motion", "head masks"))
 
 
 def lr_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
@@ -142,22 +145,11 @@ def check_headpose_teacher(loss: ml_collections.ConfigDict, data_kind: str) -> N
         raise ValueError(f"config.loss.headpose_teacher='data' needs true head poses, which "
                          f"only data.kind='synthetic' has (got {data_kind!r}); use 'hopenet' "
                          f"with config.loss.hopenet_weights")
-    if loss.head_translation and data_kind != "synthetic":
-        raise ValueError(f"config.loss.head_translation={loss.head_translation} needs true "
-                         f"head centres, which only data.kind='synthetic' has (got "
-                         f"{data_kind!r}); set --config.loss.head_translation=0")
-    if loss.landmark_keypoints and data_kind != "synthetic":
-        raise ValueError(f"config.loss.landmark_keypoints={loss.landmark_keypoints} needs "
-                         f"true landmarks, which only data.kind='synthetic' has (got "
-                         f"{data_kind!r}); set --config.loss.landmark_keypoints=0")
-    if loss.landmark_motion and data_kind != "synthetic":
-        raise ValueError(f"config.loss.landmark_motion={loss.landmark_motion} needs "
-                         f"true landmarks, which only data.kind='synthetic' has (got "
-                         f"{data_kind!r}); set --config.loss.landmark_motion=0")
-    if loss.background_motion and data_kind != "synthetic":
-        raise ValueError(f"config.loss.background_motion={loss.background_motion} needs "
-                         f"true head masks, which only data.kind='synthetic' has (got "
-                         f"{data_kind!r}); set --config.loss.background_motion=0")
+    for term, truth in SYNTHETIC_TRUTH_TERMS:
+        if loss[term] and data_kind != "synthetic":
+            raise ValueError(f"config.loss.{term}={loss[term]} needs true {truth}, which "
+                             f"only data.kind='synthetic' has (got {data_kind!r}); set "
+                             f"--config.loss.{term}=0")
 
 
 def _missing(path: str) -> str | None:
