@@ -122,13 +122,27 @@ def test_flips_move_the_true_pose_with_the_frames():
     np.testing.assert_array_equal(out["driving_centre"], record["source_centre"])
 
 
+def _flipped(record: dict, *, flip: bool, time_flip: bool) -> dict:
+    """The record through `AugmentPair` with only the named flip on, at the first seed
+    where it fires (the frames change)."""
+    import ml_collections
+
+    from data_pipelines.augment import AugmentPair
+
+    cfg = ml_collections.ConfigDict(dict(flip=flip, time_flip=time_flip, brightness=0.0,
+                                         contrast=0.0, saturation=0.0, hue=0.0))
+    rng = np.random.default_rng(0)
+    while True:
+        out = AugmentPair(cfg).random_map(record, np.random.default_rng(rng.integers(1e9)))
+        if not np.array_equal(out["source"], record["source"]):
+            return out
+
+
 def test_pair_records_carry_the_true_landmarks_and_mirroring_keeps_left_on_the_left():
     """Records carry both frames' landmark pixels; a mirrored pair's landmarks are the
     mirrored frames' (x -> width - 1 - x, left and right swapped), so landmark k names
     the same part of the face before and after (what `loss.landmark_keypoints` needs)."""
-    import ml_collections
 
-    from data_pipelines.augment import AugmentPair
 
     size = 64
     videos = synthetic.SyntheticVideos(synthetic.identity_seeds("train", 3), 40, size)
@@ -137,13 +151,7 @@ def test_pair_records_carry_the_true_landmarks_and_mirroring_keeps_left_on_the_l
     np.testing.assert_array_equal(record["source_landmarks"], videos.landmarks(1, [src])[0])
     np.testing.assert_array_equal(record["driving_landmarks"], videos.landmarks(1, [drv])[0])
     assert record["driving_landmarks"].dtype == np.float32
-    cfg = ml_collections.ConfigDict(dict(flip=True, time_flip=False, brightness=0.0,
-                                         contrast=0.0, saturation=0.0, hue=0.0))
-    rng = np.random.default_rng(0)
-    while True:  # a seed where the mirror fires
-        out = AugmentPair(cfg).random_map(record, np.random.default_rng(rng.integers(1e9)))
-        if not np.array_equal(out["source"], record["source"]):
-            break
+    out = _flipped(record, flip=True, time_flip=False)
     names = synthetic.LANDMARK_NAMES
     for key in ("source_landmarks", "driving_landmarks"):
         before, after = record[key], out[key]
@@ -159,9 +167,7 @@ def test_pair_records_carry_the_true_landmarks_and_mirroring_keeps_left_on_the_l
 def test_pair_records_carry_the_moving_mask_and_flips_keep_it_on_the_heads():
     """`moving_mask` is the union of both frames' head masks; a mirror mirrors it, a
     time flip (source and driving swapped) leaves it as it is."""
-    import ml_collections
 
-    from data_pipelines.augment import AugmentPair
 
     videos = synthetic.SyntheticVideos(synthetic.identity_seeds("train", 3), 40, 64)
     record = PairSource(videos, seed=2)[1]
@@ -170,13 +176,7 @@ def test_pair_records_carry_the_moving_mask_and_flips_keep_it_on_the_heads():
     assert src != drv and not np.array_equal(heads[0], heads[1])
     np.testing.assert_array_equal(record["moving_mask"], heads[0] | heads[1])
     for flip, time_flip in ((True, False), (False, True)):
-        cfg = ml_collections.ConfigDict(dict(flip=flip, time_flip=time_flip, brightness=0.0,
-                                             contrast=0.0, saturation=0.0, hue=0.0))
-        rng = np.random.default_rng(0)
-        while True:  # a seed where the flip fires
-            out = AugmentPair(cfg).random_map(record, np.random.default_rng(rng.integers(1e9)))
-            if not np.array_equal(out["source"], record["source"]):
-                break
+        out = _flipped(record, flip=flip, time_flip=time_flip)
         expected = record["moving_mask"][:, ::-1] if flip else record["moving_mask"]
         np.testing.assert_array_equal(out["moving_mask"], expected)
         # the mask still covers exactly where the (flipped) frames differ from background
