@@ -355,8 +355,11 @@ def _equivariance_term(defs: StepDefs, gen: nnx.Module, out: dict[str, Any], dri
         out["kp_driving"], kp_transformed, params)
 
 
-def _pose_terms(defs: StepDefs, frozen: dict[str, nnx.State], out: dict[str, Any],
-                batch: Batch, driving: jax.Array, terms: dict[str, jax.Array]) -> None:
+def _keypoint_and_motion_terms(defs: StepDefs, frozen: dict[str, nnx.State],
+                               out: dict[str, Any], batch: Batch, driving: jax.Array,
+                               terms: dict[str, jax.Array]) -> None:
+    """The keypoint prior, the head-pose and expression terms, and the teachers of the
+    keypoints and the dense motion that synthetic data gives (`SYNTHETIC_TRUTH_TERMS`)."""
     cfg = defs.config.loss
     if cfg.keypoint_prior:
         terms["keypoint_prior"] = cfg.keypoint_prior * losses.keypoint_prior_loss(
@@ -421,7 +424,7 @@ def generator_loss(gen_params: nnx.State, state: TrainState, batch: Batch,
     _reconstruction_terms(defs, frozen, prediction, driving, terms)
     _adversarial_terms(defs, disc, prediction, driving, terms)
     _equivariance_term(defs, gen, out, driving, key, num_devices, terms)
-    _pose_terms(defs, frozen, out, batch, driving, terms)
+    _keypoint_and_motion_terms(defs, frozen, out, batch, driving, terms)
     total = sum(terms.values())
     new_gen_rest = nnx.state(gen, nnx.Not(nnx.Param))
     new_disc_rest = nnx.state(disc, nnx.Not(nnx.Param))
