@@ -172,7 +172,7 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
                     compile_only: bool = False, profile_dir: str | None = None,
                     probe_batch: int = 4) -> dict[str, Any]:
     """`batch` 0 means the largest batch XLA's memory plan says fits the device."""
-    from asrth_jax import sharding
+    from asrth_jax import sharding, train_step
     from asrth_jax.train_step import TrainSetup
 
     # Refused before the minutes of initialisation a trainer costs.
@@ -194,13 +194,13 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
 
     def compile_at(global_batch: int):
         sharding.check_batch_divides(global_batch, mesh)
+        read = train_step.teacher_keys(config.loss, trainer.defs.pose_from_data)
         local = random_train_batch(rng, global_batch // jax.process_count(), size,
-                                   pose=trainer.defs.pose_from_data,
-                                   centre=bool(config.loss.head_translation),
-                                   landmarks=bool(config.loss.landmark_keypoints
-                                                  or config.loss.landmark_motion),
-                                   source_landmarks=bool(config.loss.landmark_motion),
-                                   moving_mask=bool(config.loss.background_motion))
+                                   pose=train_step.POSE_KEY in read,
+                                   centre=train_step.CENTRE_KEY in read,
+                                   landmarks=train_step.LANDMARKS_KEY in read,
+                                   source_landmarks=train_step.SOURCE_LANDMARKS_KEY in read,
+                                   moving_mask=train_step.MOVING_MASK_KEY in read)
         data = trainer.shard_batch(local)
         start = time.perf_counter()
         lowered = trainer.train_step.lower(state, data, trainer.frozen_state)

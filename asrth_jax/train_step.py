@@ -58,9 +58,23 @@ LANDMARKS_KEY = "driving_landmarks"  # (B, L, 2) true landmark pixels x, y
 SOURCE_LANDMARKS_KEY = "source_landmarks"  # the same in the source frame
 MOVING_MASK_KEY = "moving_mask"  # (B, H, W) bool: the head in either frame
 HEADPOSE_TEACHERS = ("hopenet", "data")
-# Loss terms taught by what only the synthetic renderer knows: (term, what it reads).
-SYNTHETIC_TRUTH_TERMS = (("head_translation", "head centres"), ("landmark_keypoints", "landmarks"),
-                         ("landmark_motion", "landmarks"), ("background_motion", "head masks"))
+# Loss terms taught by what only the synthetic renderer knows: (term, what it reads,
+# the batch keys that hold it).
+SYNTHETIC_TRUTH_TERMS = (
+    ("head_translation", "head centres", (CENTRE_KEY,)),
+    ("landmark_keypoints", "landmarks", (LANDMARKS_KEY,)),
+    ("landmark_motion", "landmarks", (SOURCE_LANDMARKS_KEY, LANDMARKS_KEY)),
+    ("background_motion", "head masks", (MOVING_MASK_KEY,)),
+)
+
+
+def teacher_keys(loss: ml_collections.ConfigDict, pose_from_data: bool) -> tuple[str, ...]:
+    """The batch keys (beyond the images) that the teachers which are on read."""
+    keys = [POSE_KEY] if pose_from_data else []
+    for term, _, term_keys in SYNTHETIC_TRUTH_TERMS:
+        if loss[term]:
+            keys += [k for k in term_keys if k not in keys]
+    return tuple(keys)
 
 
 def lr_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
@@ -145,7 +159,7 @@ def check_headpose_teacher(loss: ml_collections.ConfigDict, data_kind: str) -> N
         raise ValueError(f"config.loss.headpose_teacher='data' needs true head poses, which "
                          f"only data.kind='synthetic' has (got {data_kind!r}); use 'hopenet' "
                          f"with config.loss.hopenet_weights")
-    for term, truth in SYNTHETIC_TRUTH_TERMS:
+    for term, truth, _ in SYNTHETIC_TRUTH_TERMS:
         if loss[term] and data_kind != "synthetic":
             raise ValueError(f"config.loss.{term}={loss[term]} needs true {truth}, which "
                              f"only data.kind='synthetic' has (got {data_kind!r}); set "
@@ -586,19 +600,12 @@ class TrainSetup:
     def shard_batch(self, local_batch: dict[str, Any]) -> Batch:
         """Per-host numpy batch -> global jax arrays split over the mesh.
 
-        Takes the images, plus the true driving pose and head centre when they teach the
-        head-pose estimator and the batch has them (evaluation batches need none), plus
-        the ground truth of the motion metrics where the evaluation batch carries it."""
-        keys = BATCH_KEYS + ((POSE_KEY,) if self.defs.pose_from_data and POSE_KEY in local_batch
-                             else ())
-        if self.config.loss.head_translation and CENTRE_KEY in local_batch:
-            keys += (CENTRE_KEY,)
-        if self.config.loss.landmark_keypoints and LANDMARKS_KEY in local_batch:
-            keys += (LANDMARKS_KEY,)
-        if self.config.loss.landmark_motion and SOURCE_LANDMARKS_KEY in local_batch:
-            keys += tuple(k for k in (SOURCE_LANDMARKS_KEY, LANDMARKS_KEY) if k not in keys)
-        if self.config.loss.background_motion and MOVING_MASK_KEY in local_batch:
-            keys += (MOVING_MASK_KEY,)
+        Takes the images, plus what the teachers that are on read (`teacher_keys`) where
+        the batch has it (evaluation batches need none), plus the ground truth of the
+        motion metrics where the evaluation batch carries it."""
+        keys = BATCH_KEYS + tuple(k for k in teacher_keys(self.config.loss,
+                                                          self.defs.pose_from_data)
+                                  if k in local_batch)
         if all(k in local_batch for k in motion_metrics.TRUTH_KEYS):  # an evaluation batch
             keys += tuple(k for k in motion_metrics.TRUTH_KEYS if k not in keys)
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, local_batch[k])
