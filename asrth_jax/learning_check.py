@@ -77,10 +77,13 @@ def bars(scores: dict[str, float]) -> list[Bar]:
     lte, identity = scores["model_landmark_error"], scores["copy_source_landmark_error"]
     moving, copy_moving = scores["model_moving_l1"], scores["copy_source_moving_l1"]
     whole, still = scores["model_l1"], scores["no_motion_l1"]
+    # A run whose heads never move (or whose no-motion rendering is perfect) scores NaN,
+    # which meets no bar.
+    ratio = lte / identity if identity > 0 else math.nan
     gain = 1.0 - whole / still if still > 0 else math.nan
     return [
-        Bar("motion", lte / identity if identity > 0 else math.nan, MOTION_RATIO,
-            f"landmark transfer error {lte:.3f} px = {lte / identity:.2f}x the "
+        Bar("motion", ratio, MOTION_RATIO,
+            f"landmark transfer error {lte:.3f} px = {ratio:.2f}x the "
             f"identity-motion error {identity:.3f} px (at most {MOTION_RATIO}x)"),
         Bar("head", moving, copy_moving,
             f"moving-region L1 {moving:.4f} vs copy-source {copy_moving:.4f} (below it)",

@@ -42,6 +42,13 @@ def test_each_missed_bar_fails_by_name(tmp_path, capsys, change, bar):
     assert f"MISSED  {bar}" in capsys.readouterr().out
 
 
+def test_still_heads_meet_no_bar():
+    scores = {k.removeprefix("eval/"): v for k, v in _eval_row(10).items() if k != "step"}
+    scores.update(copy_source_landmark_error=0.0, no_motion_l1=0.0)
+    results = {bar.name: bar.met for bar in learning_check.bars(scores)}
+    assert results == {"motion": False, "head": True, "frame": False}
+
+
 def test_unusable_logs_get_one_line_errors(tmp_path):
     with pytest.raises(SystemExit, match="metrics.jsonl does not exist; give the --workdir"):
         learning_check.main([str(tmp_path / "nothing")])
