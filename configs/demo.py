@@ -35,8 +35,8 @@ def get_config():
     c.data.degradation.preset = "downsample"
     c.data.degradation.downsample.scale_range = (0.5, 1.0)
     c.train.global_batch_size = 8
-    # 24 minutes on the 2-core CI-size machine (compiles and evaluations included, ~2 s a
-    # step); an earlier, faster machine ran the step in ~0.8 s.
+    # 14 minutes on the 2-core CI-size machine with nothing else running (compiles and
+    # evaluations included, ~1.4 s a step); ~2 s a step when other jobs share the cores.
     c.train.num_steps = 560
     # CPU-budget training: a faster start (higher lr, a direct L1 term), a step decay for
     # the last third (the batch-8 BatchNorm/Adam noise floor drops with the lr), and no
