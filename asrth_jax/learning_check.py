@@ -25,12 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asrth_jax import cli_args, errors
+from asrth_jax.reconstruction_eval import metric_key
 
 MOTION_RATIO = 0.7  # landmark transfer error / identity-motion error, at most
 FRAME_GAIN = 0.10  # whole-frame L1 below the no-motion rendering's, at least
 
-_KEYS = ("model_landmark_error", "copy_source_landmark_error", "model_moving_l1",
-         "copy_source_moving_l1", "model_l1", "no_motion_l1")
+# The scores the bars read, by the evaluator's one naming (`metric_key`).
+_KEYS = tuple(metric_key(reference, metric) for reference, metric in (
+    ("model", "landmark_error"), ("copy_source", "landmark_error"), ("model", "moving_l1"),
+    ("copy_source", "moving_l1"), ("model", "l1"), ("no_motion", "l1")))
 
 
 class LearningCheckError(errors.AsrthError, ValueError):
@@ -40,14 +43,8 @@ class LearningCheckError(errors.AsrthError, ValueError):
 @dataclass(frozen=True)
 class Bar:
     name: str
-    value: float
-    limit: float
+    met: bool
     text: str  # the figures, in words
-    strictly_below: bool = False  # the value must be below the limit, not only reach it
-
-    @property
-    def met(self) -> bool:
-        return self.value < self.limit if self.strictly_below else self.value <= self.limit
 
 
 def last_evaluation(workdir: str | Path) -> tuple[int, dict[str, float]]:
@@ -74,21 +71,18 @@ def last_evaluation(workdir: str | Path) -> tuple[int, dict[str, float]]:
 
 def bars(scores: dict[str, float]) -> list[Bar]:
     """The three bars over one evaluation's means (keys without the `eval/` prefix)."""
-    lte, identity = scores["model_landmark_error"], scores["copy_source_landmark_error"]
-    moving, copy_moving = scores["model_moving_l1"], scores["copy_source_moving_l1"]
-    whole, still = scores["model_l1"], scores["no_motion_l1"]
+    lte, identity, moving, copy_moving, whole, still = (scores[k] for k in _KEYS)
     # A run whose heads never move (or whose no-motion rendering is perfect) scores NaN,
     # which meets no bar.
     ratio = lte / identity if identity > 0 else math.nan
     gain = 1.0 - whole / still if still > 0 else math.nan
     return [
-        Bar("motion", ratio, MOTION_RATIO,
+        Bar("motion", ratio <= MOTION_RATIO,
             f"landmark transfer error {lte:.3f} px = {ratio:.2f}x the "
             f"identity-motion error {identity:.3f} px (at most {MOTION_RATIO}x)"),
-        Bar("head", moving, copy_moving,
-            f"moving-region L1 {moving:.4f} vs copy-source {copy_moving:.4f} (below it)",
-            strictly_below=True),
-        Bar("frame", -gain, -FRAME_GAIN,
+        Bar("head", moving < copy_moving,
+            f"moving-region L1 {moving:.4f} vs copy-source {copy_moving:.4f} (below it)"),
+        Bar("frame", gain >= FRAME_GAIN,
             f"whole-frame L1 {whole:.4f} vs no-motion {still:.4f}: {gain:.1%} below "
             f"(at least {FRAME_GAIN:.0%})"),
     ]

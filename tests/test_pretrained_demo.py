@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from asrth_jax import evaluate, learning_check
+from asrth_jax.reconstruction_eval import metric_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +20,7 @@ def test_shipped_demo_checkpoint_beats_copy_source_on_held_out_heads(tmp_path):
     metrics = json.loads((out / "summary.json").read_text())["metrics"]
     whole = metrics["l1"]
     assert whole["model"] < whole["copy_source"]  # README: 0.0586 against 0.0643
-    scores = {f"{who}_{name}": metrics[name][who]
+    scores = {metric_key(who, name): metrics[name][who]
               for name in ("landmark_error", "moving_l1", "l1")
               for who in ("model", "copy_source", "no_motion")}
     assert all(bar.met for bar in learning_check.bars(scores))
