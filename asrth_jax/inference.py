@@ -13,10 +13,10 @@ come from the source once. Driving frames go through ONE jitted function in batc
 
 Motion modes follow the reference demo (`normalize_kp` of FOMM in face-vid2vid form):
 relative: kp = kp_source + s * (kp_driving - kp_driving_initial), s = 1 or, with
-adapt_scale, sqrt(hull area of kp_source[:, :2]) / sqrt(hull area of
-kp_driving_initial[:, :2]); absolute: kp = kp_driving. Free-view yaw/pitch/roll (degrees)
-replace the estimated driving angles (the initial driving keypoints keep the estimate,
-as in the reference).
+adapt_scale, sqrt(3-D hull volume of kp_source) / sqrt(3-D hull volume of
+kp_driving_initial) (`movement_scale`); absolute: kp = kp_driving. Free-view
+yaw/pitch/roll (degrees) replace the estimated driving angles (the initial driving
+keypoints keep the estimate, as in the reference).
 
 The encode/drive maths is the model's (`AdaSRGenerator.source_state`,
 `driving_keypoints`, `render`); this module batches and jits it. Loading weights is
@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from asrth_jax import errors
 from asrth_jax.models import adasr
 from asrth_jax.models.head_pose import transform_keypoints
 
@@ -66,33 +67,34 @@ def _to_float(frames: jax.Array) -> jax.Array:
     return frames.astype(jnp.float32)
 
 
-def hull_area(points: np.ndarray) -> float:
-    """Area of the 2D convex hull of (K, 2) points (0 when degenerate)."""
+class MovementScaleError(errors.AsrthError, ValueError):
+    """Adapting the movement scale is impossible for these keypoints (one line with the fix)."""
+
+
+def _hull_volume(points: np.ndarray, which: str) -> float:
     from scipy.spatial import ConvexHull, QhullError
 
     try:
-        return float(ConvexHull(np.asarray(points, np.float64)).volume)
+        volume = float(ConvexHull(np.asarray(points, np.float64).reshape(-1, 3)).volume)
     except (QhullError, ValueError):
-        return 0.0
+        volume = 0.0
+    if not volume > 0.0:
+        raise MovementScaleError(
+            f"adapt movement scale: the {which} keypoints span no volume (flat or too few "
+            "points, so their convex hull is degenerate); animate without --adapt-scale")
+    return volume
 
 
 def movement_scale(kp_source: np.ndarray, kp_initial: np.ndarray) -> float:
-    """sqrt(source hull area) / sqrt(initial driving hull area) of keypoints[..., :2]."""
-    src = hull_area(np.asarray(kp_source).reshape(-1, 3)[:, :2])
-    drv = hull_area(np.asarray(kp_initial).reshape(-1, 3)[:, :2])
-    if src <= 0.0 or drv <= 0.0:
-        return 1.0
-    return float(np.sqrt(src) / np.sqrt(drv))
+    """sqrt(V_source) / sqrt(V_initial), V the volume of the 3-D convex hull of the (K, 3)
+    keypoints: the reference's `normalize_kp` (AdaSR `animate.py`, from face-vid2vid)
+    applies `ConvexHull(...).volume` to (K, 3) points, so this is a volume, not the area
+    of x, y (it grows as size^1.5).
 
-
-def normalized_keypoints(kp: np.ndarray) -> np.ndarray:
-    """(K, 3) keypoints centred and scaled by sqrt(hull area of x, y) (find-best-frame)."""
-    kp = np.asarray(kp, np.float64).copy()
-    kp -= kp.mean(axis=0, keepdims=True)
-    area = hull_area(kp[:, :2])
-    if area > 0:
-        kp[:, :2] /= np.sqrt(area)
-    return kp
+    A hull without volume (coplanar or fewer than 4 keypoints), where the reference's
+    Qhull raises, is `MovementScaleError` naming the fix."""
+    return float(np.sqrt(_hull_volume(kp_source, "source")) /
+                 np.sqrt(_hull_volume(kp_initial, "initial driving")))
 
 
 def _frozen(value: Any) -> Any:
@@ -304,13 +306,6 @@ class Animator:
             for acc, value in zip((preds, kps, fields), out, strict=True):
                 acc.append(np.asarray(value)[:valid])
         return np.concatenate(preds), np.concatenate(kps), np.concatenate(fields)
-
-    def best_frame(self, source: np.ndarray, frames: np.ndarray) -> int:
-        """Driving frame whose normalised keypoints best match the source's."""
-        kp_src = normalized_keypoints(self.frame_keypoints(np.asarray(source)[None])[0])
-        kp_drv = self.frame_keypoints(frames)
-        dists = [float(np.square(kp_src - normalized_keypoints(k)).sum()) for k in kp_drv]
-        return int(np.argmin(dists))
 
 
 def make_animator(generator_side: adasr.AdaSRGenerator, batch_size: int = 1) -> Animator:

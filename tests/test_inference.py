@@ -183,12 +183,32 @@ def test_free_view_overrides_angles(animator):
     np.testing.assert_allclose(rot, np.broadcast_to(rot[:1], rot.shape), atol=1e-5)
 
 
-def test_movement_scale_and_best_frame(animator):
+def test_movement_scale_is_the_reference_3d_hull_volume_ratio():
+    """The reference applies ConvexHull(...).volume to the (K, 3) keypoints."""
+    from scipy.spatial import ConvexHull
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        src, drv = rng.standard_normal((2, 15, 3))
+        want = np.sqrt(ConvexHull(src).volume) / np.sqrt(ConvexHull(drv).volume)
+        assert inference.movement_scale(src, drv) == pytest.approx(want, rel=1e-12)
+    kp = rng.standard_normal((15, 3))
+    # Volume, not the area of x, y: a driver 0.8x the source's size gives 1.25^1.5 ...
+    assert inference.movement_scale(kp, 0.8 * kp) == pytest.approx(1.25 ** 1.5)
+    # ... and a 40-degree yaw of the same keypoints changes nothing.
+    yaw = np.deg2rad(40.0)
+    rot = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
+    assert inference.movement_scale(kp, kp @ rot.T) == pytest.approx(1.0)
+
+
+def test_movement_scale_of_a_flat_hull_is_a_one_line_error():
     square = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], np.float32)
-    assert inference.movement_scale(square * 2, square) == pytest.approx(2.0)
-    assert inference.movement_scale(square[:, ::-1] * 0, square) == 1.0  # degenerate hull
-    frames = _clip(6)
-    assert animator.best_frame(frames[4], frames) == 4
+    cube = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], np.float32)
+    for src, drv, which in ((square, cube, "the source"), (cube, square, "initial driving")):
+        with pytest.raises(inference.MovementScaleError) as err:
+            inference.movement_scale(src, drv)
+        message = str(err.value)
+        assert which in message and "--adapt-scale" in message and "\n" not in message
 
 
 def test_load_errors_are_one_line(tmp_path):
