@@ -11,8 +11,8 @@ are resized to `config.image_size` with anti-aliasing, or face-cropped first wit
 portrait (feathered edges), so the result has the portrait's size. Motion is relative
 to the first driving frame by default (`--absolute` uses the driving keypoints as they
 are); `--adapt-scale` scales it by the keypoint hull ratio; `--find-best-frame` starts
-from the driving frame whose keypoints best match the source and animates backward and
-forward from it; `--yaw/--pitch/--roll` fix the head angles (degrees). A video result
+from the driving frame whose face landmarks best match the source's (`best_frame`);
+`--yaw/--pitch/--roll` fix the head angles (degrees). A video result
 keeps the driving video's frame rate and audio. A driving image gives one image in the
 driver's pose and expression; relative motion then starts from the source's own pose.
 
@@ -189,7 +189,9 @@ def render(opts: AnimateOptions, inputs: Inputs, animator: Animator,
     src = animator.encode_source(source)
     initial = 0
     if opts.find_best_frame and total > 1:
-        initial = animator.best_frame(source, driving)
+        from asrth_jax.best_frame import find_best_frame
+
+        initial = find_best_frame(source, driving)
         print(f"best frame: {initial}", file=sys.stderr)
     # An image driver has no first frame to move relative to: start from the source's
     # own pose (its keypoints as a driving frame are exactly kp_source).
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     try:
         result = render(opts, inputs, animator, progress)
-    except AnimateError as err:
+    except errors.AsrthError as err:  # AnimateError, or one of best frame / movement scale
         raise _fail(str(err)) from None
     finally:
         bar.close()
