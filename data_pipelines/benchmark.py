@@ -5,8 +5,10 @@
 
 Runs read -> augment -> degrade on one core (OpenCV threads pinned to 1) so the
 number is "pairs per second per CPU core"; multiply by worker processes to size
-a host. ``--source jpeg`` (default) decodes in-memory JPEG frames of synthetic
-heads, which costs what reading a prepared TFDS dataset costs minus the disk.
+a host. Every ``--batch-size`` pairs share the degradation's once-per-batch choices,
+as the pairs of a training batch do. ``--source jpeg`` (default) decodes in-memory
+JPEG frames of synthetic heads, which costs what reading a prepared TFDS dataset costs
+minus the disk.
 Prints one JSON object (and writes it to --out if given). ``pairs_per_s_per_core`` is
 from the process's CPU time, so it stays meaningful on a shared, loaded machine (the
 JSON carries the load average); ``pairs_per_s_wall`` is what this run saw.
@@ -75,15 +77,19 @@ def _source(kind: str, size: int, tfds_dir: str) -> PairSource:
     return PairSource(videos, seed=0, num_repeats=1000)
 
 
-def run(size: int, preset: str, source: PairSource, num_pairs: int) -> dict:
-    """Time read / augment / degrade for ``num_pairs`` pairs on the calling thread."""
+def run(size: int, preset: str, source: PairSource, num_pairs: int,
+        batch_size: int = 4) -> dict:
+    """Time read / augment / degrade for ``num_pairs`` pairs on the calling thread; each
+    ``batch_size`` consecutive pairs share the degradation's per-batch choices where the
+    preset's default config has them (as a training batch does)."""
     from data_pipelines.augment import AugmentPair
     from data_pipelines.config import default_data_config
     from data_pipelines.degradation import DegradeSource, default_degradation_config
 
     augment = AugmentPair(default_data_config().augmentation)
     degrade = DegradeSource(default_degradation_config(preset))
-    rng = np.random.default_rng(0)
+    rng, batch_rng = np.random.default_rng(0), np.random.default_rng(1)
+    choices = None
     source[0]  # warm caches (textures, decoders)
     t_read = t_aug = t_deg = 0.0
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -94,7 +100,9 @@ def run(size: int, preset: str, source: PairSource, num_pairs: int) -> dict:
         t1 = time.thread_time()
         element = augment.random_map(element, rng)
         t2 = time.thread_time()
-        element = degrade.random_map(element, rng)
+        if i % batch_size == 0:
+            choices = degrade.batch_choices(batch_rng)
+        element = degrade.random_map(element, rng, choices)
         t3 = time.thread_time()
         t_read, t_aug, t_deg = t_read + t1 - t0, t_aug + t2 - t1, t_deg + t3 - t2
         assert element["source_lq"].shape == (size, size, 3)
@@ -104,6 +112,7 @@ def run(size: int, preset: str, source: PairSource, num_pairs: int) -> dict:
         "size": size,
         "preset": preset,
         "pairs": num_pairs,
+        "batch_size": batch_size,
         "pairs_per_s_per_core": round(num_pairs / cpu, 1),
         "pairs_per_s_wall": round(num_pairs / wall, 1),
         "cpu_ms_per_pair": {"decode": round(1e3 * t_read / num_pairs, 2),
@@ -128,6 +137,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--source", choices=("jpeg", "synthetic", "tfds"), default="jpeg")
     p.add_argument("--tfds-dir", default="", help="prepare --out folder for --source tfds")
     p.add_argument("--pairs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="pairs that share the degradation's per-batch choices")
     p.add_argument("--out", default="", help="also write the JSON here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = p.parse_args(argv)
@@ -139,6 +150,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                 f"[{MIN_SIZE}, {MAX_SIZE}] such as 256 or 512")
     if args.pairs < 1:
         p.error(f"--pairs {args.pairs} must be at least 1")
+    if args.batch_size < 1:
+        p.error(f"--batch-size {args.batch_size} must be at least 1")
     if args.source == "tfds" and not args.tfds_dir:
         p.error("--source tfds needs --tfds-dir (the --out of data_pipelines.prepare)")
     if args.source == "tfds" and not Path(args.tfds_dir).is_dir():
@@ -163,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
         except DatasetNotFoundError as err:  # a --tfds-dir without a prepared dataset
             raise SystemExit(f"error: {err}") from None
         for preset in args.presets:
-            results.append(run(size, preset, source, args.pairs))
+            results.append(run(size, preset, source, args.pairs, args.batch_size))
             print(json.dumps(results[-1]), file=sys.stderr)
     report = {"source": args.source, "cv2_threads": 1,
               "load_average_1min": round(os.getloadavg()[0], 2),

@@ -16,10 +16,17 @@ switch presets by overriding a single string:
 
 ``realesrgan2`` first draws a plan (a list of `Op`s holding every sampled number) and
 then runs it, so tests can check the sampled statistics from plans alone and
-`degrade(..., trace=[])` records what was executed. All randomness comes from the
-per-record ``np.random.Generator`` Grain hands to ``random_map``, so a record always
-gets the same degradation for a given seed. Every draw is per pair (the reference
-draws the resize and noise settings once per batch on the GPU).
+`degrade(..., trace=[])` records what was executed.
+
+The reference runs the chain on a whole GPU batch, so some of its choices are made once
+per batch (`BatchChoices`): each stage's blur on/off, resize direction, scale and mode,
+and Gaussian-or-Poisson noise; the final order and the final resize mode; and basicsr's
+gray Gaussian noise is one (h, w) field for the batch (each pair scales it by its own
+sigma). Kernels, noise strengths, gray-or-colour, JPEG qualities and the final sinc are
+per pair, as there. ``realesrgan2.draw_per = "batch"`` (default) shares the choices
+across a training batch, ``"pair"`` draws them per pair. All randomness is from
+generators the caller seeds (the pipeline: from the seed and the global position or
+batch index), so a record always gets the same degradation for a given seed.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import numpy as np
 
 from data_pipelines import kernels
 from data_pipelines.degradation_config import (
+    DRAW_PER,
     INTERPOLATION_NAMES,
     PRESETS,
     RESIZE_RELATIVE_TO,
@@ -43,8 +51,9 @@ from data_pipelines.degradation_config import (
 )
 from data_pipelines.jpeg import diff_jpeg
 
-__all__ = ["PRESETS", "DegradationConfigError", "DegradeSource", "Op",
-           "default_degradation_config", "degrade", "plan_realesrgan2", "validate_config"]
+__all__ = ["DRAW_PER", "PRESETS", "BatchChoices", "DegradationConfigError", "DegradeSource",
+           "Op", "StageChoices", "default_degradation_config", "degrade",
+           "draw_batch_choices", "plan_realesrgan2", "validate_config"]
 
 
 class DegradationConfigError(ValueError):
@@ -161,14 +170,21 @@ def blur(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 def add_gaussian_noise(
-    image: np.ndarray, rng: np.random.Generator, sigma: float, gray: bool
+    image: np.ndarray, rng: np.random.Generator, sigma: float, gray: bool,
+    gray_field_seed: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Additive white noise (sigma in 8-bit levels); ``gray`` shares one field across
-    channels. Clipped to [0, 1]."""
+    channels, drawn from ``gray_field_seed`` where given (basicsr's one (h, w) gray field
+    of a batch: the same seed gives every pair of the batch the same field), else from
+    ``rng``. Clipped to [0, 1]."""
     h, w, c = image.shape
-    shape = (h, w, 1) if gray else (h, w, c)
-    noise = rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma / 255.0)
-    return np.clip(image + noise, 0.0, 1.0)
+    if gray:
+        source = rng if gray_field_seed is None else np.random.default_rng(
+            np.random.SeedSequence(list(gray_field_seed)))
+        field = source.standard_normal((h, w, 1), dtype=np.float32)
+    else:
+        field = rng.standard_normal((h, w, c), dtype=np.float32)
+    return np.clip(image + field * np.float32(sigma / 255.0), 0.0, 1.0)
 
 
 def add_poisson_noise(
@@ -201,13 +217,26 @@ def _uniform(rng: np.random.Generator, bounds: Sequence[float]) -> float:
     return float(rng.uniform(bounds[0], bounds[1]))
 
 
-def _noise_op(rng: np.random.Generator, st: Any, stage: str) -> Op:
-    if rng.uniform() < st.gaussian_noise_prob:
-        args = {"kind": "gaussian", "sigma": _uniform(rng, st.noise_sigma_range)}
-    else:
-        args = {"kind": "poisson", "scale": _uniform(rng, st.poisson_scale_range)}
-    args["gray"] = bool(rng.uniform() < st.gray_noise_prob)
-    return Op("noise", stage, args)
+@dataclasses.dataclass(frozen=True)
+class StageChoices:
+    """One stage's choices that the reference makes once per batch."""
+
+    blur: bool
+    direction: str  # up / down / keep
+    scale: float
+    mode: str  # resize interpolation
+    gaussian: bool  # Gaussian noise, else Poisson
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchChoices:
+    """The ``realesrgan2`` choices the reference makes once per batch (module docstring)."""
+
+    stage1: StageChoices
+    stage2: StageChoices
+    resize_first: bool  # final order: [resize back + sinc] then JPEG, else JPEG first
+    final_mode: str
+    gray_noise_seed: int  # with the stage number, seeds that stage's gray Gaussian field
 
 
 def _resize_scale(rng: np.random.Generator, st: Any) -> tuple[str, float]:
@@ -220,12 +249,41 @@ def _resize_scale(rng: np.random.Generator, st: Any) -> tuple[str, float]:
     return direction, 1.0
 
 
+def _stage_choices(rng: np.random.Generator, st: Any) -> StageChoices:
+    blur_on = bool(rng.uniform() < st.blur_prob)
+    direction, scale = _resize_scale(rng, st)
+    mode = _choice(rng, st.interpolations)
+    return StageChoices(blur_on, direction, scale, mode,
+                        bool(rng.uniform() < st.gaussian_noise_prob))
+
+
+def draw_batch_choices(rng: np.random.Generator, cfg: Any) -> BatchChoices:
+    """Draw the once-per-batch choices of a ``realesrgan2`` config (``config.realesrgan2``)."""
+    stage1 = _stage_choices(rng, cfg.stage1)
+    stage2 = _stage_choices(rng, cfg.stage2)
+    resize_first = bool(rng.uniform() < cfg.final.resize_first_prob)
+    return BatchChoices(stage1, stage2, resize_first, _choice(rng, cfg.final.interpolations),
+                        int(rng.integers(2**63)))
+
+
+def _noise_op(rng: np.random.Generator, st: Any, stage: str, gaussian: bool,
+              gray_field_seed: tuple[int, int]) -> Op:
+    if gaussian:
+        args = {"kind": "gaussian", "sigma": _uniform(rng, st.noise_sigma_range)}
+    else:
+        args = {"kind": "poisson", "scale": _uniform(rng, st.poisson_scale_range)}
+    args["gray"] = bool(rng.uniform() < st.gray_noise_prob)
+    if gaussian and args["gray"]:
+        args["gray_field_seed"] = gray_field_seed
+    return Op("noise", stage, args)
+
+
 def _stage_ops(
     rng: np.random.Generator, st: Any, stage: str, hw: tuple[int, int],
-    orig_hw: tuple[int, int],
+    orig_hw: tuple[int, int], chosen: StageChoices, gray_field_seed: tuple[int, int],
 ) -> tuple[list[Op], tuple[int, int]]:
     ops = []
-    if rng.uniform() < st.blur_prob:
+    if chosen.blur:
         spec = kernels.sample_blur_kernel(
             rng, kernel_sizes=st.kernel_sizes, sinc_prob=st.sinc_prob,
             sinc_omega_range=st.sinc_omega_range, kernel_types=st.kernel_types,
@@ -234,16 +292,16 @@ def _stage_ops(
             betag_range=st.betag_range, betap_range=st.betap_range,
         )
         ops.append(Op("blur", stage, {"kernel": spec}))
-    direction, scale = _resize_scale(rng, st)
+    scale = chosen.scale
     # torch's interpolate truncates: floor(size * scale), of this round's input
     # ("current", scale_factor=) or of the original frame ("original", size=).
     base = hw if st.resize_relative_to == "current" else orig_hw
     new_hw = (max(1, int(base[0] * scale)), max(1, int(base[1] * scale)))
     ops.append(Op("resize", stage, {
-        "direction": direction, "scale": scale, "hw": new_hw,
+        "direction": chosen.direction, "scale": scale, "hw": new_hw,
         "scale_factor": scale if st.resize_relative_to == "current" else None,
-        "mode": _choice(rng, st.interpolations)}))
-    ops.append(_noise_op(rng, st, stage))
+        "mode": chosen.mode}))
+    ops.append(_noise_op(rng, st, stage, chosen.gaussian, gray_field_seed))
     if rng.uniform() < st.jpeg_prob:
         ops.append(Op("clip", stage))
         ops.append(Op("jpeg", stage, {"quality": _uniform(rng, st.jpeg_range)}))
@@ -251,17 +309,25 @@ def _stage_ops(
 
 
 def plan_realesrgan2(
-    rng: np.random.Generator, cfg: Any, hw: tuple[int, int]
+    rng: np.random.Generator, cfg: Any, hw: tuple[int, int],
+    choices: BatchChoices | None = None,
 ) -> list[Op]:
-    """Draw every parameter of one ``realesrgan2`` degradation of an image of size ``hw``."""
+    """Draw every parameter of one ``realesrgan2`` degradation of an image of size ``hw``:
+    the per-pair ones from ``rng``, the per-batch ones from ``choices`` (drawn from
+    ``rng`` first when None: a batch of one)."""
+    if choices is None:
+        choices = draw_batch_choices(rng, cfg)
     orig_hw = (int(hw[0]), int(hw[1]))
-    plan, cur = _stage_ops(rng, cfg.stage1, "stage1", orig_hw, orig_hw)
-    ops2, cur = _stage_ops(rng, cfg.stage2, "stage2", cur, orig_hw)
+    seed = choices.gray_noise_seed
+    plan, cur = _stage_ops(rng, cfg.stage1, "stage1", orig_hw, orig_hw, choices.stage1,
+                           (seed, 1))
+    ops2, cur = _stage_ops(rng, cfg.stage2, "stage2", cur, orig_hw, choices.stage2,
+                           (seed, 2))
     plan += ops2
     fin = cfg.final
-    resize_first = bool(rng.uniform() < fin.resize_first_prob)
+    resize_first = choices.resize_first
     back = [Op("resize", "final", {"direction": "back", "scale": None, "hw": orig_hw,
-                                   "mode": _choice(rng, fin.interpolations)})]
+                                   "mode": choices.final_mode})]
     if rng.uniform() < fin.sinc_prob:
         spec = kernels.sample_sinc_kernel(rng, fin.sinc_kernel_sizes, fin.sinc_omega_range)
         back.append(Op("blur", "final", {"kernel": spec}))
@@ -290,7 +356,7 @@ def run_plan(
             x = resize(x, a["hw"], a["mode"], a.get("scale_factor"))
         elif op.name == "noise":
             if a["kind"] == "gaussian":
-                x = add_gaussian_noise(x, rng, a["sigma"], a["gray"])
+                x = add_gaussian_noise(x, rng, a["sigma"], a["gray"], a.get("gray_field_seed"))
             else:
                 x = add_poisson_noise(x, rng, a["scale"], a["gray"])
         elif op.name == "clip":
@@ -306,18 +372,19 @@ def run_plan(
 
 def degrade_realesrgan2(
     image: np.ndarray, rng: np.random.Generator, cfg: Any,
-    trace: list[dict[str, Any]] | None = None,
+    trace: list[dict[str, Any]] | None = None, choices: BatchChoices | None = None,
 ) -> np.ndarray:
     """AdaSR's second-order degradation of a uint8 HxWx3 image (same shape out)."""
-    plan = plan_realesrgan2(rng, cfg, image.shape[:2])
+    plan = plan_realesrgan2(rng, cfg, image.shape[:2], choices)
     return _to_uint8(run_plan(_to_float(image), plan, rng, trace))
 
 
 def degrade_downsample(
     image: np.ndarray, rng: np.random.Generator, cfg: Any,
-    trace: list[dict[str, Any]] | None = None,
+    trace: list[dict[str, Any]] | None = None, choices: None = None,
 ) -> np.ndarray:
-    """Shrink by a random scale with a random filter, then resize back up."""
+    """Shrink by a random scale with a random filter, then resize back up (every draw
+    per pair)."""
     h, w = image.shape[:2]
     s = float(rng.uniform(*cfg.scale_range))
     small = (max(1, round(h * s)), max(1, round(w * s)))
@@ -334,9 +401,9 @@ def degrade_downsample(
 
 def degrade_none(
     image: np.ndarray, rng: np.random.Generator, cfg: Any,
-    trace: list[dict[str, Any]] | None = None,
+    trace: list[dict[str, Any]] | None = None, choices: None = None,
 ) -> np.ndarray:
-    del rng, cfg, trace
+    del rng, cfg, trace, choices
     return image.copy()
 
 
@@ -409,6 +476,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                     f"{RESIZE_RELATIVE_TO}")
             _check_names(f"{q}.interpolations", st.interpolations, INTERPOLATION_NAMES)
             _check_range(f"{q}.jpeg_range", st.jpeg_range, 1.0, 100.0)
+        if c.get("draw_per", None) not in DRAW_PER:
+            raise DegradationConfigError(
+                f"{p}.draw_per = {c.get('draw_per', None)!r}; choose one of {DRAW_PER}")
         fin, q = c.final, f"{p}.final"
         _check_prob(f"{q}.resize_first_prob", fin.resize_first_prob)
         _check_prob(f"{q}.sinc_prob", fin.sinc_prob)
@@ -418,11 +488,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def degrade(
     image: np.ndarray, rng: np.random.Generator, config: ml_collections.ConfigDict,
-    trace: list[dict[str, Any]] | None = None,
+    trace: list[dict[str, Any]] | None = None, choices: BatchChoices | None = None,
 ) -> np.ndarray:
     """Degrade one uint8 HxWx3 image with ``config.preset``; output has the same shape.
 
     ``trace``: pass a list to have each executed op appended (tests, debugging).
+    ``choices``: the batch's shared choices (`DegradeSource.batch_choices`; None draws
+    them from ``rng``, for this image alone).
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"degrade expects a uint8 HxWx3 image, got {image.dtype} {image.shape}")
@@ -430,7 +502,7 @@ def degrade(
     if preset not in _DEGRADERS:
         raise DegradationConfigError(
             f"unknown degradation preset {preset!r}; choose one of {PRESETS}")
-    return _DEGRADERS[preset](image, rng, config.get(preset, None), trace)
+    return _DEGRADERS[preset](image, rng, config.get(preset, None), trace, choices)
 
 
 # ------------------------------------------------------------------ transforms
@@ -446,7 +518,17 @@ class DegradeSource(grain.transforms.RandomMap):
         self.key = key
         self.out_key = out_key
 
-    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    def batch_choices(self, batch_rng: np.random.Generator) -> BatchChoices | None:
+        """The choices every pair of one batch shares, drawn from ``batch_rng`` (seed it
+        from the batch, not the pair); None where each pair draws its own (``draw_per =
+        "pair"``, or a preset without shared choices)."""
+        if self.config.preset != "realesrgan2" or self.config.realesrgan2.draw_per != "batch":
+            return None
+        return draw_batch_choices(batch_rng, self.config.realesrgan2)
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator,
+                   choices: BatchChoices | None = None) -> dict[str, Any]:
+        """``choices``: from `batch_choices` of this pair's batch; None: the pair's own."""
         out = dict(element)
-        out[self.out_key] = degrade(element[self.key], rng, self.config)
+        out[self.out_key] = degrade(element[self.key], rng, self.config, choices=choices)
         return out

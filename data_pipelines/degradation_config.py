@@ -18,6 +18,7 @@ from data_pipelines.kernels import KERNEL_TYPES
 PRESETS = ("none", "downsample", "realesrgan2")
 INTERPOLATION_NAMES = ("area", "bilinear", "bicubic")
 RESIZE_RELATIVE_TO = ("current", "original")
+DRAW_PER = ("batch", "pair")
 
 
 def _stage_config(
@@ -72,6 +73,11 @@ def default_degradation_config(preset: str = "realesrgan2") -> ml_collections.Co
                 "up_interpolations": ["bilinear", "bicubic"],
             },
             "realesrgan2": {
+                # "batch": the choices the reference makes once per GPU batch (each
+                # stage's blur on/off, resize direction, scale and mode, noise kind; the
+                # final order and resize mode; the gray Gaussian field) are shared by the
+                # pairs of a training batch; "pair": each pair draws its own.
+                "draw_per": "batch",
                 "stage1": _stage_config(
                     blur_prob=1.0, betap_range=[0.5, 1.2], resize_probs=[0.2, 0.7, 0.1],
                     resize_relative_to="current", jpeg_prob=1.0,

@@ -2,7 +2,8 @@
 
 Training: one global stream (per-epoch shuffle of all record keys), cut into global
 batches; each host reads its slice of every global batch -> read pair (source,
-driving) -> FOMM augmentations -> degrade the source only -> batch -> uint8->float32
+driving) -> FOMM augmentations -> degrade the source only (the degradation's
+once-per-batch choices shared by each global batch) -> batch -> uint8->float32
 -> threads / worker processes / prefetch. Element ``i`` of a host's stream is a pure
 function of (seed, global position): the same seed gives the same global batches for
 any number of hosts, and a saved iterator state (a few integers) restores the stream.
@@ -73,8 +74,9 @@ class _ReadGlobalRecord(grain.transforms.Map):
 
     Global batch b holds global positions [b*G, (b+1)*G); host h reads the slice
     [h*B, (h+1)*B) of it. Record choice, augmentation and degradation depend only on
-    the global position, so a global batch is the same for any number of hosts (and
-    a 2-process run computes the losses of a 1-process run).
+    the global position (and the degradation's shared choices on b), so a global batch
+    is the same for any number of hosts (and a 2-process run computes the losses of a
+    1-process run).
     """
 
     def __init__(self, source: PairSource, global_keys: grain.MapDataset, seed: int,
@@ -96,7 +98,11 @@ class _ReadGlobalRecord(grain.transforms.Map):
         element = self.source[epoch * len(self.source) + int(self.global_keys[position])]
         aug_rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1, position]))
         deg_rng = np.random.default_rng(np.random.SeedSequence([self.seed, 2, position]))
-        return self.degrade.random_map(self.augment.random_map(element, aug_rng), deg_rng)
+        # The degradation's once-per-batch choices: every pair of global batch `batch`
+        # draws them from the same seed, so they agree without any shared state.
+        batch_rng = np.random.default_rng(np.random.SeedSequence([self.seed, 3, batch]))
+        return self.degrade.random_map(self.augment.random_map(element, aug_rng), deg_rng,
+                                       self.degrade.batch_choices(batch_rng))
 
 
 class _ToOutput(grain.transforms.Map):

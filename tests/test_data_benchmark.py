@@ -18,6 +18,7 @@ def test_small_run_reports_cpu_and_wall_throughput(tmp_path, capsys):
                              "--out", str(out)])
     (row,) = report["results"]
     assert row["size"] == 32 and row["preset"] == "realesrgan2" and row["pairs"] == 2
+    assert row["batch_size"] == 4
     assert row["pairs_per_s_per_core"] > 0 and row["pairs_per_s_wall"] > 0
     assert set(row["cpu_ms_per_pair"]) == {"decode", "augment", "degrade"}
     assert "load_average_1min" in report
@@ -29,6 +30,7 @@ def test_small_run_reports_cpu_and_wall_throughput(tmp_path, capsys):
     (["--size", "8"], "--size 8 is out of range"),
     (["--sizes", "256", "-5"], "--size -5 is out of range"),
     (["--pairs", "0"], "--pairs 0 must be at least 1"),
+    (["--batch-size", "0"], "--batch-size 0 must be at least 1"),
     (["--preset", "bogus"], "invalid choice: 'bogus'"),
     (["--size", "abc"], "invalid int value: 'abc'"),
     (["--source", "tfds"], "--source tfds needs --tfds-dir"),
