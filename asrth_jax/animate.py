@@ -6,15 +6,18 @@
     python -m asrth_jax.animate ... --driving pose.jpg --out result.png   (one image)
 
 The source (any size; gray, RGBA, 16-bit are converted to RGB) and the driving frames
-are resized to `config.image_size` with anti-aliasing, or face-cropped first with
-`--crop`; `--crop --paste-back` puts the animated face back into the full-resolution
-portrait (feathered edges), so the result has the portrait's size. Motion is relative
-to the first driving frame by default (`--absolute` uses the driving keypoints as they
-are); `--adapt-scale` scales it by the keypoint hull ratio; `--find-best-frame` starts
-from the driving frame whose face landmarks best match the source's (`best_frame`);
-`--yaw/--pitch/--roll` fix the head angles (degrees). A video result
-keeps the driving video's frame rate and audio. A driving image gives one image in the
-driver's pose and expression; relative motion then starts from the source's own pose.
+are resized to `config.image_size` with anti-aliasing as they are decoded, or
+face-cropped first with `--crop` (no face found is an error unless
+`--center-crop-fallback`); `--crop --paste-back` puts the animated face back into the
+full-resolution portrait (feathered edges), so the result has the portrait's size
+(`--max-portrait-side` bounds it). Motion is relative to the first driving frame by
+default (`--absolute` uses the driving keypoints as they are); `--adapt-scale` scales it
+by the keypoint hull ratio; `--find-best-frame` starts from the driving frame whose face
+landmarks best match the source's (`best_frame`); `--yaw/--pitch/--roll` fix the head
+angles (degrees). What was changed about an input (a stretch, a frame limit, a centre
+crop) is printed as a `note:` line. A video result keeps the driving video's frame rate
+and audio. A driving image gives one image in the driver's pose and expression; relative
+motion then starts from the source's own pose.
 
 The work is done by `animate(options, animator, image_size, progress)`, which the web
 app (`asrth_jax.app`) calls too; `main` only parses flags and builds the model.
@@ -28,24 +31,54 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from asrth_jax import errors, media
+from data_pipelines import face_crop as face_crop_lib
 
 if TYPE_CHECKING:
     from asrth_jax.inference import Animator
 
 Progress = Callable[[int, int], None]  # (frames done, frames in total)
 IMAGE_OUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+MIN_SIDE = 32  # pixels on an input's shorter side: below it there is no face to find
+MAX_STRETCH = 2.0  # aspect ratio past which an uncropped input cannot become a square face
+NOTE_STRETCH = 1.1  # squeezed more than this into the model's square: said in a note
+NOTE_UPSCALE = 2.0  # enlarged more than this to the model's size: said in a note
+DETECT_MAX_SIDE = 1024  # faces are found on frames shrunk to this (boxes scaled back)
+PROBE_FRAMES = 12  # frames of a clip the face box is found on (`face_crop_box`)
 
 
 class AnimateError(errors.AsrthError, ValueError):
     """Bad options or input files (message is one line naming the problem and the fix)."""
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How messages name options and files: the CLI's flags and paths, or a page's words.
+
+    `options` maps each `AnimateOptions` field a message can name to its name there;
+    with `show_paths` False a file is named by its file name only (no server folders).
+    """
+
+    options: Mapping[str, str]
+    show_paths: bool = True
+
+    def option(self, name: str) -> str:
+        return self.options.get(name, name)
+
+    def file(self, path: str | os.PathLike) -> str:
+        return str(path) if self.show_paths else Path(path).name
+
+
+CLI_WORDING = Wording({name: "--" + name.replace("_", "-") for name in (
+    "source", "driving", "out", "crop", "paste_back", "center_crop_fallback", "fps",
+    "max_frames", "max_portrait_side", "yaw", "pitch", "roll", "overwrite")})
 
 
 @dataclass(frozen=True)
@@ -68,6 +101,9 @@ class AnimateOptions:
     fps: float = 0.0  # 0: the driving video's
     audio: bool = True
     overwrite: bool = False
+    center_crop_fallback: bool = False  # crop: no face found -> the centre square, said
+    max_portrait_side: int = 0  # > 0: the portrait is shrunk to this first (0: as it is)
+    wording: Wording = field(default=CLI_WORDING, compare=False)
 
     @property
     def image_driver(self) -> bool:
@@ -84,6 +120,7 @@ class Inputs:
     has_audio: bool
     portrait: np.ndarray | None  # (H, W, 3) float32 full portrait, for paste-back
     box: tuple[int, int, int, int] | None  # crop box of the source in the portrait
+    notes: tuple[str, ...] = ()  # one line each: what was changed about the inputs
 
 
 @dataclass(frozen=True)
@@ -93,6 +130,7 @@ class AnimateResult:
     fps: float | None  # None for an image result
     with_audio: bool
     seconds: float
+    notes: tuple[str, ...] = ()
 
 
 def _one_line(message: str) -> str:
@@ -101,44 +139,57 @@ def _one_line(message: str) -> str:
 
 def check_options(opts: AnimateOptions) -> None:
     """Refuses bad options before any model or file work (AnimateError, one line)."""
-    for flag, path in (("--source", opts.source), ("--driving", opts.driving)):
+    w = opts.wording
+    for name in ("source", "driving"):
+        path = getattr(opts, name)
         if not os.path.exists(path):
-            raise AnimateError(f"{flag} {path} does not exist")
+            raise AnimateError(f"{w.option(name)} {w.file(path)} does not exist")
     if os.path.isdir(opts.source):
-        raise AnimateError(f"--source {opts.source} is a folder; pass one image file")
+        raise AnimateError(f"{w.option('source')} {w.file(opts.source)} is a folder; "
+                           "pass one image file")
     if not (math.isfinite(opts.fps) and opts.fps >= 0):
-        raise AnimateError(f"--fps must be a positive number (or 0 for the driving video's), "
-                           f"got {opts.fps:g}")
+        raise AnimateError(f"{w.option('fps')} must be a positive number (or 0 for the "
+                           f"driving video's), got {opts.fps:g}")
     if opts.max_frames < 0:
-        raise AnimateError(f"--max-frames must be >= 0 (0: all frames), got {opts.max_frames}")
+        raise AnimateError(f"{w.option('max_frames')} must be >= 0 (0: all frames), "
+                           f"got {opts.max_frames}")
+    if opts.max_portrait_side < 0:
+        raise AnimateError(f"{w.option('max_portrait_side')} must be >= 0 (0: no limit), "
+                           f"got {opts.max_portrait_side}")
     for name in ("yaw", "pitch", "roll"):
         value = getattr(opts, name)
         if value is not None and not math.isfinite(value):
-            raise AnimateError(f"--{name} must be a finite angle in degrees, got {value}")
+            raise AnimateError(f"{w.option(name)} must be a finite angle in degrees, "
+                               f"got {value}")
     if opts.paste_back and not opts.crop:
-        raise AnimateError("--paste-back puts a face crop back into the portrait: add --crop")
+        raise AnimateError(f"{w.option('paste_back')} puts the face crop back into the "
+                           f"portrait, so it needs {w.option('crop')}")
     _check_out(opts)
 
 
 def _check_out(opts: AnimateOptions) -> None:
+    w = opts.wording
     out = Path(opts.out)
+    flag = w.option("out")
     if out.is_dir():
-        raise AnimateError(f"--out {out} is a folder; give a file name inside it, e.g. "
-                           f"{out / ('result.png' if opts.image_driver else 'result.mp4')}")
+        example = out / ("result.png" if opts.image_driver else "result.mp4")
+        raise AnimateError(f"{flag} {w.file(out)} is a folder; give a file name inside it, "
+                           f"e.g. {w.file(example)}")
     suffix = out.suffix.lower()
     if opts.image_driver and suffix not in IMAGE_OUT_SUFFIXES:
-        raise AnimateError(f"--driving {opts.driving} is an image, so the result is one image: "
-                           f"--out {out} must end in .png or .jpg")
+        raise AnimateError(f"{w.option('driving')} {w.file(opts.driving)} is an image, so the "
+                           f"result is one image: {flag} {w.file(out)} must end in .png or .jpg")
     if not opts.image_driver and suffix != ".mp4":
-        raise AnimateError(f"--out {out} must end in .mp4")
+        raise AnimateError(f"{flag} {w.file(out)} must end in .mp4")
     if out.exists() and not opts.overwrite:
-        raise AnimateError(f"{out} exists; choose another --out or pass --overwrite")
+        raise AnimateError(f"{w.file(out)} exists; choose another {flag} or pass "
+                           f"{w.option('overwrite')}")
     parent = out.parent
     for ancestor in (parent, *parent.parents):
         if ancestor.exists():
             if not ancestor.is_dir():
-                raise AnimateError(f"--out {out}: {ancestor} is a file, not a folder; "
-                                   "choose another --out")
+                raise AnimateError(f"{flag} {w.file(out)}: {w.file(ancestor)} is a file, not "
+                                   f"a folder; choose another {flag}")
             break
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -146,36 +197,202 @@ def _check_out(opts: AnimateOptions) -> None:
         with tempfile.TemporaryFile(dir=parent, prefix=".tmp_"):
             pass
     except OSError as err:
-        raise AnimateError(f"--out {out}: cannot write in {parent} ({err.strerror}); "
-                           "choose a writable folder") from None
+        raise AnimateError(f"{flag} {w.file(out)}: cannot write in {w.file(parent)} "
+                           f"({err.strerror}); choose a writable folder") from None
+
+
+def _shape_notes(what: str, path: str, width: int, height: int, size: int,
+                 opts: AnimateOptions) -> list[str]:
+    """Refuses an input that cannot hold a face; notes what resizing it will do to it.
+
+    Without a face crop the whole input is squeezed into the model's square, so past
+    `MAX_STRETCH` it is refused and past `NOTE_STRETCH` the stretch is said; with a
+    crop the box is square and only its size matters (said after it is found).
+    """
+    w = opts.wording
+    shown = f"{what} {w.file(path)} ({width}x{height})"
+    short, long = min(width, height), max(width, height)
+    if short < MIN_SIDE:
+        raise AnimateError(f"{shown} is too small to hold a face: use one at least "
+                           f"{MIN_SIDE} pixels on its shorter side (the model works at "
+                           f"{size}x{size})")
+    if opts.crop:
+        return []
+    notes = []
+    stretch = long / short
+    if stretch > MAX_STRETCH:
+        raise AnimateError(f"{shown} is {stretch:.1f} times as wide as high (or high as "
+                           f"wide): squeezed into the model's square it is no face; turn on "
+                           f"{w.option('crop')} or cut it nearer to a square")
+    if stretch > NOTE_STRETCH:
+        notes.append(f"{shown} was stretched {stretch:.2f}x to the model's square; "
+                     f"{w.option('crop')} keeps its proportions")
+    if size / short > NOTE_UPSCALE:
+        notes.append(f"{shown} was enlarged {size / short:.1f}x to the model's {size}x{size}: "
+                     "expect a blurred result")
+    return notes
+
+
+def _detection_copy(frame: np.ndarray) -> np.ndarray:
+    return media.shrink_to_side(frame, DETECT_MAX_SIDE)
+
+
+def _sample_for_detection(frames: Iterable[np.ndarray], limit: int | None
+                          ) -> tuple[np.ndarray, int, bool, tuple[int, int]]:
+    """Evenly spaced shrunk copies of a stream's frames, without keeping the stream.
+
+    Keeps every `stride`-th frame, doubling the stride whenever more than
+    2 * PROBE_FRAMES are kept, so any length ends with PROBE_FRAMES..2*PROBE_FRAMES
+    samples spread over the whole clip. Returns (samples, frames counted up to `limit`,
+    whether the stream had more, the full frame size (h, w)).
+    """
+    kept: list[tuple[int, np.ndarray]] = []
+    stride, count, more, full = 1, 0, False, (0, 0)
+    for index, frame in enumerate(frames):
+        if limit is not None and index == limit:
+            more = True
+            break
+        count, full = index + 1, frame.shape[:2]
+        if index % stride == 0:
+            kept.append((index, _detection_copy(frame)))
+            if len(kept) > 2 * PROBE_FRAMES:
+                stride *= 2
+                kept = [(i, f) for i, f in kept if i % stride == 0]
+    return np.stack([f for _, f in kept]), count, more, full
+
+
+def _full_size_box(box: face_crop_lib.Box, small: tuple[int, int],
+                   full: tuple[int, int]) -> face_crop_lib.Box:
+    """A square box found on a shrunk (h, w) copy, at the full frame's (h, w)."""
+    if small == full:
+        return box
+    scale = full[1] / small[1]
+    side = min(round((box[2] - box[0]) * scale), *full)
+    left = min(max(round(box[0] * scale), 0), full[1] - side)
+    top = min(max(round(box[1] * scale), 0), full[0] - side)
+    return (left, top, left + side, top + side)
+
+
+def _face_box(samples: np.ndarray, full: tuple[int, int], what: str, path: str,
+              size: int, opts: AnimateOptions, notes: list[str]) -> face_crop_lib.Box:
+    """The crop box of `samples` (shrunk frames of one input) at full size; a missing face
+    is an AnimateError unless `opts.center_crop_fallback`, then a note."""
+    w = opts.wording
+    try:
+        box = face_crop_lib.face_crop_box(samples, num_probe_frames=PROBE_FRAMES,
+                                          require_face=True)
+    except face_crop_lib.NoFaceError:
+        if not opts.center_crop_fallback:
+            raise AnimateError(
+                f"no face found in {what} {w.file(path)}: use one where the face is "
+                f"visible, upright and not tiny, or turn on "
+                f"{w.option('center_crop_fallback')} to use its centre") from None
+        notes.append(f"no face found in {what} {w.file(path)}: its centre square was used")
+        box = face_crop_lib.face_crop_box(samples[:1], require_face=False)
+    box = _full_size_box(box, samples.shape[1:3], full)
+    side = box[2] - box[0]
+    if size / side > NOTE_UPSCALE:
+        notes.append(f"the face in {what} {w.file(path)} is {side} pixels wide: enlarged "
+                     f"{size / side:.1f}x to the model's {size}x{size}, expect a blurred result")
+    return box
+
+
+def _resize_one(frame: np.ndarray, size: int, box: face_crop_lib.Box | None) -> np.ndarray:
+    """One full-size uint8 frame at the model's size: its face box, or all of it."""
+    if box is not None:
+        return face_crop_lib.apply_box(frame[None], box, size)[0]
+    return media.resize_frames(frame[None], size)[0]
+
+
+def _driving_at_size(opts: AnimateOptions, size: int, frames: Callable[[], Iterator[np.ndarray]],
+                     notes: list[str]) -> tuple[np.ndarray, bool]:
+    """(T, size, size, 3) uint8 driving frames, each shrunk as it is decoded, and whether
+    the clip had more than `opts.max_frames`.
+
+    Only frames at the model's size are kept (a 1080p frame is 6 MB, at 256 px 0.2 MB).
+    A face crop needs its box before the first frame is cut, so the clip is read twice:
+    once for evenly spaced shrunk samples to find the face on, once to cut.
+    """
+    limit = opts.max_frames or None
+    if not opts.crop:
+        kept: list[np.ndarray] = []
+        for index, frame in enumerate(frames()):
+            if limit is not None and index == limit:
+                return np.stack(kept), True
+            kept.append(_resize_one(frame, size, None))
+        return np.stack(kept), False
+    what = "the driving image" if opts.image_driver else "the driving video"
+    samples, count, more, full = _sample_for_detection(frames(), limit)
+    box = _face_box(samples, full, what, opts.driving, size, opts, notes)
+    out = np.empty((count, size, size, 3), np.uint8)
+    filled = 0
+    for frame in frames():
+        if filled == count:
+            break
+        out[filled] = _resize_one(frame, size, box)
+        filled += 1
+    return out[:filled], more
 
 
 def load_inputs(opts: AnimateOptions, size: int) -> Inputs:
-    """Reads the source and driving files and crops/resizes them to `size` (AnimateError)."""
-    from data_pipelines import face_crop
+    """Reads the source and driving files and crops/resizes them to `size` (AnimateError).
 
+    What an input may cost is checked from its header first (`media`'s pixel limits,
+    `_shape_notes`); the driving clip is shrunk frame by frame as it is decoded.
+    """
+    w = opts.wording
+    notes: list[str] = []
     try:
-        portrait = media.read_image(opts.source)
+        header = media.read_image_header(opts.source)
+        notes += _shape_notes("the portrait", opts.source, header.width, header.height,
+                              size, opts)
+        portrait = media.read_image(opts.source, max_side=opts.max_portrait_side)
+        if portrait.shape[:2] != (header.height, header.width):
+            notes.append(f"the portrait {w.file(opts.source)} ({header.width}x{header.height})"
+                         f" was scaled to {portrait.shape[1]}x{portrait.shape[0]}: "
+                         f"{w.option('max_portrait_side')} is {opts.max_portrait_side}")
         if opts.image_driver:
-            driving = media.to_uint8(media.read_image(opts.driving))[None]
-            fps, has_audio = 0.0, False
+            driver = media.read_image_header(opts.driving)
+            notes += _shape_notes("the driving image", opts.driving, driver.width,
+                                  driver.height, size, opts)
+            image = media.to_uint8(media.read_image(opts.driving))
+
+            def frames() -> Iterator[np.ndarray]:
+                return iter([image])
+
+            fps, has_audio, known = 0.0, False, 1
         else:
             info = media.probe_video(opts.driving)
-            driving = media.read_video(opts.driving, opts.max_frames or None)
-            fps, has_audio = (opts.fps or info.fps), info.has_audio
+            if info.width and info.height:
+                notes += _shape_notes("the driving video", opts.driving, info.width,
+                                      info.height, size, opts)
+
+            def frames() -> Iterator[np.ndarray]:
+                return media.iter_video_frames(opts.driving)
+
+            fps, has_audio, known = (opts.fps or info.fps), info.has_audio, info.num_frames
+        box = None
+        if opts.crop:
+            src_u8 = media.to_uint8(portrait)
+            box = _face_box(_detection_copy(src_u8)[None], src_u8.shape[:2], "the portrait",
+                            opts.source, size, opts, notes)
+            source = _resize_one(src_u8, size, box).astype(np.float32) / 255.0
+        else:
+            source = media.resize_image(portrait, size)
+        driving, more = _driving_at_size(opts, size, frames, notes)
     except media.MediaError as err:
-        raise AnimateError(_one_line(str(err))) from None
-    box = None
-    if opts.crop:
-        src_u8 = media.to_uint8(portrait)[None]
-        box = face_crop.face_crop_box(src_u8)
-        source = face_crop.apply_box(src_u8, box, size)[0].astype(np.float32) / 255.0
-        driving = face_crop.crop_video(driving, size)
-    else:
-        source = media.resize_image(portrait, size)
-        driving = media.resize_frames(driving, size)
+        message = _one_line(str(err))
+        if not w.show_paths:
+            for path in (opts.source, opts.driving):
+                message = message.replace(str(Path(path)), w.file(path))
+        raise AnimateError(message) from None
+    if more:
+        of = f" of {known}" if known else ""
+        notes.append(f"used the first {len(driving)}{of} frames of the driving video: "
+                     f"{w.option('max_frames')} is {opts.max_frames}")
     return Inputs(source, driving, fps, has_audio,
-                  portrait if opts.paste_back else None, box if opts.paste_back else None)
+                  portrait if opts.paste_back else None, box if opts.paste_back else None,
+                  tuple(notes))
 
 
 def render(opts: AnimateOptions, inputs: Inputs, animator: Animator,
@@ -226,13 +443,14 @@ def render(opts: AnimateOptions, inputs: Inputs, animator: Animator,
     try:
         if opts.image_driver:
             media.write_image(out, next(frames()))
-            return AnimateResult(out, 1, None, False, time.perf_counter() - t0)
+            return AnimateResult(out, 1, None, False, time.perf_counter() - t0, inputs.notes)
         with_audio = media.write_video_with_audio(
             out, frames(), inputs.fps,
             opts.driving if opts.audio and inputs.has_audio else None)
     except media.MediaError as err:
         raise AnimateError(_one_line(str(err))) from None
-    return AnimateResult(out, total, inputs.fps, with_audio, time.perf_counter() - t0)
+    return AnimateResult(out, total, inputs.fps, with_audio, time.perf_counter() - t0,
+                         inputs.notes)
 
 
 def animate(opts: AnimateOptions, animator: Animator, image_size: int,
@@ -260,7 +478,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--driving", required=True,
                    help="driving video (file or frame folder) or one driving image")
     p.add_argument("--out", required=True, help="output .mp4 (.png/.jpg for a driving image)")
-    p.add_argument("--crop", action="store_true", help="face-crop source and driving video")
+    p.add_argument("--crop", action="store_true",
+                   help="face-crop source and driving video (no face found: an error)")
+    p.add_argument("--center-crop-fallback", action="store_true",
+                   help="with --crop: where no face is found, use the centre square")
+    p.add_argument("--max-portrait-side", type=int, default=0,
+                   help="shrink the portrait first so its longer side is at most N "
+                        "pixels (0: as it is); bounds --paste-back's output size")
     p.add_argument("--paste-back", action="store_true",
                    help="with --crop: put the animated face back into the full portrait")
     motion = p.add_mutually_exclusive_group()
@@ -295,7 +519,9 @@ def options_from_args(args: argparse.Namespace) -> AnimateOptions:
         paste_back=args.paste_back, relative=args.relative, adapt_scale=args.adapt_scale,
         find_best_frame=args.find_best_frame, yaw=args.yaw, pitch=args.pitch, roll=args.roll,
         side_by_side=args.side_by_side, max_frames=args.max_frames, fps=args.fps,
-        audio=not args.no_audio, overwrite=args.overwrite)
+        audio=not args.no_audio, overwrite=args.overwrite,
+        center_crop_fallback=args.center_crop_fallback,
+        max_portrait_side=args.max_portrait_side)
 
 
 def _fail(message: str) -> SystemExit:
@@ -335,6 +561,8 @@ def main(argv: list[str] | None = None) -> Path:
                                  batch_size=args.batch_size, config_name=args.config)
     except (AnimateError, ConfigError) as err:
         raise _fail(str(err)) from None
+    for note in inputs.notes:
+        print(f"note: {note}", file=sys.stderr)
 
     from tqdm import tqdm
 

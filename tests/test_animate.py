@@ -156,7 +156,7 @@ def test_bad_options_refused_before_the_model(setup, tmp_path, capsys, monkeypat
         (("--fps", "-5"), None, "--fps must be a positive number"),
         (("--fps", "nan"), None, "--fps must be a positive number"),
         (("--max-frames", "-2"), None, "--max-frames must be >= 0"),
-        (("--paste-back",), None, "add --crop"),
+        (("--paste-back",), None, "needs --crop"),
         (("--yaw", "inf"), None, "--yaw must be a finite angle"),
     ]
     for extra, out, expected in cases:
