@@ -47,6 +47,9 @@ def test_paper_configs_state_the_reference_recipe(path, repeats, epochs, batch, 
             loss.background_motion) == (0.0,) * 4
     assert (loss.generator_gan, loss.discriminator_gan, loss.equivariance_value,
             loss.keypoint_prior, loss.expression) == (1.0, 1.0, 10.0, 10.0, 5.0)
+    # AdaSR's chain, its once-per-GPU-batch choices shared by each batch
+    assert (c.data.degradation.preset, c.data.degradation.realesrgan2.draw_per) == (
+        "realesrgan2", "batch")
     aug = c.data.augmentation
     assert aug.flip and aug.time_flip
     assert (aug.brightness, aug.contrast, aug.saturation, aug.hue) == (0.1,) * 4
