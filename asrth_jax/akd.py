@@ -149,6 +149,22 @@ class FaceLandmarker:
         return (centre + (pts - _LANDMARK_SIZE / 2) @ rot.T).astype(np.float32)
 
 
+# The face mesh points that stand for the synthetic heads' named landmarks
+# (`data_pipelines.synthetic.LANDMARK_NAMES`, the same order, "left" = image left), so a
+# landmark teacher, its flip augmentation and its motion loss read real faces exactly as
+# they read synthetic ones. Eyes are the mean of their two corners.
+TEACHER_MESH_POINTS = (
+    (105,), (334,), (33, 133), (362, 263), (1,), (61,), (291,), (13,), (14,), (152,),
+    (234,), (454,), (10,),
+)
+
+
+def teacher_landmarks(mesh: np.ndarray) -> np.ndarray:
+    """(13, 2) teacher landmarks (`TEACHER_MESH_POINTS`) of (468, 2) mesh points."""
+    mesh = np.asarray(mesh, np.float32)
+    return np.stack([mesh[list(points)].mean(0) for points in TEACHER_MESH_POINTS])
+
+
 @functools.cache
 def default_landmarker() -> FaceLandmarker:
     return FaceLandmarker()

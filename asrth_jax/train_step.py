@@ -66,6 +66,10 @@ SYNTHETIC_TRUTH_TERMS = (
     ("landmark_motion", "landmarks", (SOURCE_LANDMARKS_KEY, LANDMARKS_KEY)),
     ("background_motion", "head masks", (MOVING_MASK_KEY,)),
 )
+# Truths a prepared real dataset can hold too: the face-mesh landmarks that
+# `data_pipelines.prepare --track-faces` stores (MediaPipe, not a true landmark: a
+# teacher of our own, not the paper's).
+PREPARED_TRUTHS = ("landmarks",)
 
 
 def teacher_keys(loss: ml_collections.ConfigDict, pose_from_data: bool) -> tuple[str, ...]:
@@ -160,9 +164,12 @@ def check_headpose_teacher(loss: ml_collections.ConfigDict, data_kind: str) -> N
                          f"only data.kind='synthetic' has (got {data_kind!r}); use 'hopenet' "
                          f"with config.loss.hopenet_weights")
     for term, truth, _ in SYNTHETIC_TRUTH_TERMS:
-        if loss[term] and data_kind != "synthetic":
+        prepared = truth in PREPARED_TRUTHS
+        if loss[term] and data_kind != "synthetic" and not (prepared and data_kind == "tfds"):
+            also = (" or a dataset from `data_pipelines.prepare --track-faces` (kind 'tfds')"
+                    if prepared else "")
             raise ValueError(f"config.loss.{term}={loss[term]} needs true {truth}, which "
-                             f"only data.kind='synthetic' has (got {data_kind!r}); set "
+                             f"only data.kind='synthetic'{also} has (got {data_kind!r}); set "
                              f"--config.loss.{term}=0")
 
 
@@ -603,9 +610,15 @@ class TrainSetup:
         Takes the images, plus what the teachers that are on read (`teacher_keys`) where
         the batch has it (evaluation batches need none), plus the ground truth of the
         motion metrics where the evaluation batch carries it."""
-        keys = BATCH_KEYS + tuple(k for k in teacher_keys(self.config.loss,
-                                                          self.defs.pose_from_data)
-                                  if k in local_batch)
+        wanted = teacher_keys(self.config.loss, self.defs.pose_from_data)
+        missing = [k for k in wanted if k not in local_batch]
+        if missing and "record_key" in local_batch:  # a training batch lacks a teacher's truth
+            raise ConfigError(
+                f"the training data has no {missing[0]!r}, which a loss teacher that is on "
+                "reads (config.loss.landmark_* need a dataset prepared with "
+                "`data_pipelines.prepare --track-faces`); prepare it so or set that "
+                "loss weight to 0")
+        keys = BATCH_KEYS + tuple(k for k in wanted if k in local_batch)
         if all(k in local_batch for k in motion_metrics.TRUTH_KEYS):  # an evaluation batch
             keys += tuple(k for k in motion_metrics.TRUTH_KEYS if k not in keys)
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, local_batch[k])

@@ -121,9 +121,8 @@ def face_crop_box(
 
     Detects faces on ``num_probe_frames`` evenly spaced frames, drops detections that
     disagree with the median box (false positives), joins the rest into a tube box,
-    enlarges it by ``increase_area`` on each side (FOMM's aspect-preserving rule)
-    and squares it inside the frame. Without any detection the centred square is used,
-    or NoFaceError is raised when ``require_face``.
+    enlarges it and squares it inside the frame (``box_from_detections``). Without any
+    detection the centred square is used, or NoFaceError is raised when ``require_face``.
     """
     frames = np.asarray(frames)
     if frames.ndim == 3:
@@ -139,6 +138,15 @@ def face_crop_box(
             raise NoFaceError(f"no face found on any of {len(probe)} probed frames")
         side = min(h, w)
         return _square(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2), h, w)
+    return box_from_detections(boxes, h, w, increase_area=increase_area)
+
+
+def box_from_detections(boxes: list[Box], h: int, w: int, *, increase_area: float = 0.3
+                        ) -> Box:
+    """One square crop box from the face boxes of a clip in an (h, w) frame: detections
+    that disagree with the median box (false positives) are dropped, the rest joined into
+    a tube box, enlarged by ``increase_area`` on each side (FOMM's aspect-preserving
+    rule) and squared inside the frame."""
     median = tuple(int(v) for v in np.median(np.array(boxes), axis=0))
     kept = [b for b in boxes if _iou(b, median) > 0.3] or [median]
     arr = np.array(kept)
@@ -201,3 +209,55 @@ def crop_video(
             raise NoFaceError(f"frames {start}-{start + len(part) - 1}: {err}") from None
         parts.append(apply_box(part, box, size))
     return np.concatenate(parts, axis=0)
+
+
+def mediapipe_detector(frame: np.ndarray) -> list[Box]:
+    """The face box of MediaPipe's BlazeFace (`asrth_jax.akd`, bundled model files, run
+    offline), or [] without a face. Far more reliable on real footage than the Haar
+    cascade or skin colour; raises `akd.AKDUnavailableError` where LiteRT is missing."""
+    from asrth_jax import akd
+
+    found = akd.default_landmarker().detect(np.ascontiguousarray(frame))
+    if found is None:
+        return []
+    cx, cy, bw, bh = (float(v) for v in found[0])
+    return [(int(round(cx - bw / 2)), int(round(cy - bh / 2)), int(round(cx + bw / 2)),
+             int(round(cy + bh / 2)))]
+
+
+def face_tracks(frames: np.ndarray, *, detector: Detector | None = None,
+                min_frames: int = 16, min_iou: float = 0.25, increase_area: float = 0.3
+                ) -> list[tuple[int, int, Box]]:
+    """FOMM's tubes: (start, stop, crop box) of every run of consecutive frames whose face
+    stays in place, each with one fixed box over the run (`box_from_detections`).
+
+    Every frame is detected; a run ends where the face is lost or where its box overlaps
+    the run's first box by less than ``min_iou`` (a cut, or a speaker who walked off),
+    like `crop-video.py` of FOMM. Runs shorter than ``min_frames`` are dropped."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"face_tracks expects RGB frames (T, H, W, 3), got {frames.shape}")
+    detect = detector or mediapipe_detector
+    h, w = frames.shape[1:3]
+    tracks: list[tuple[int, int, Box]] = []
+    run: list[Box] = []
+    start = 0
+
+    def close(stop: int) -> None:
+        if stop - start >= min_frames:
+            tracks.append((start, stop, box_from_detections(run, h, w,
+                                                            increase_area=increase_area)))
+
+    for t, frame in enumerate(frames):
+        found = detect(frame)
+        box = _largest(found) if found else None
+        if run and (box is None or _iou(box, run[0]) < min_iou):
+            close(t)
+            run = []
+        if box is not None:
+            if not run:
+                start = t
+            run.append(box)
+    if run:
+        close(len(frames))
+    return tracks

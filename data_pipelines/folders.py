@@ -36,13 +36,49 @@ def split_of(name: str, train_fraction: float = 0.8) -> str:
     return "train" if position < train_fraction else "test"
 
 
+def read_people(manifest: str | Path) -> dict[str, str]:
+    """File name -> person from a tab-separated manifest with `file` and `person_id`
+    columns (`real_faces/MANIFEST.tsv`); bad files raise a one-line ValueError."""
+    import csv
+
+    path = Path(manifest)
+    if not path.is_file():
+        raise ValueError(f"manifest {path} does not exist; pass the TSV that gives each "
+                         "clip's person_id")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        missing = {"file", "person_id"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"manifest {path} lacks the column(s) {sorted(missing)}; it needs "
+                             "a tab-separated header with 'file' and 'person_id'")
+        people = {row["file"]: row["person_id"].strip() for row in reader}
+    if bad := [f for f, person in people.items() if not person or "#" in person]:
+        raise ValueError(f"manifest {path}: clip {bad[0]} has an empty person_id or one "
+                         "with '#'")
+    return people
+
+
+def clip_name(path: Path, people: dict[str, str] | None = None) -> str:
+    """A clip's dataset name: `person#clip` when `people` (file name -> person) is given,
+    so `identity_of` (hence the split and id_sampling) reads the person; else its name."""
+    name = video_io.video_name(path)
+    if people is None:
+        return name
+    if path.name not in people:
+        raise ValueError(f"{path.name} is not in the manifest; add a row with its person_id "
+                         "or move the clip out of --videos")
+    return f"{people[path.name]}#{name}"
+
+
 def has_split_folders(root: str | Path) -> bool:
     return (Path(root) / "train").is_dir() or (Path(root) / "test").is_dir()
 
 
-def assign_splits(root: str | Path, train_fraction: float = 0.8) -> dict[str, list[Path]]:
+def assign_splits(root: str | Path, train_fraction: float = 0.8,
+                  people: dict[str, str] | None = None) -> dict[str, list[Path]]:
     """Videos per split under ``root``: root/train and root/test if either exists, else
-    each clip of the flat folder by ``split_of``. A split may come back empty."""
+    each clip of the flat folder by ``split_of`` of its person (``people``: file name ->
+    person, e.g. `read_people`; else its name). A split may come back empty."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetNotFoundError(
@@ -54,7 +90,7 @@ def assign_splits(root: str | Path, train_fraction: float = 0.8) -> dict[str, li
                 for split in ("train", "test")}
     splits: dict[str, list[Path]] = {"train": [], "test": []}
     for path in video_io.list_videos(root):
-        splits[split_of(video_io.video_name(path), train_fraction)].append(path)
+        splits[split_of(clip_name(path, people), train_fraction)].append(path)
     return splits
 
 

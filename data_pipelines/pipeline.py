@@ -48,12 +48,12 @@ def build_videos(config: ml_collections.ConfigDict, split: str) -> VideoCollecti
         return folders.FolderVideos(paths, config.image_size, config.max_frames_per_video,
                                     config.video_cache_size)
     if kind == "tfds":
-        from data_pipelines.tfds_builder import TfdsVideos  # TF import only when needed
+        from data_pipelines.tfds_builder import open_prepared  # TF import only when needed
 
         if not config.tfds_dir:
             raise DatasetNotFoundError(
                 f"config.data.tfds_dir is empty; create a dataset with: {prepare_hint()}")
-        return TfdsVideos(config.tfds_dir, split, config.tfds_name)
+        return open_prepared(config.tfds_dir, split, config.tfds_name)
     raise ValueError(f"unknown config.data.kind {kind!r}; choose synthetic, vox, hdtf or tfds")
 
 

@@ -30,12 +30,15 @@ def cache_filename(video: str) -> str:
     return video.replace("/", "_") + ".npz"
 
 
-def save_cached_video(path: Path, frames_encoded: Sequence[bytes]) -> None:
-    """Per-video cache: encoded frames concatenated + offsets (no pickle needed)."""
+def save_cached_video(path: Path, frames_encoded: Sequence[bytes],
+                      landmarks: np.ndarray | None = None) -> None:
+    """Per-video cache: encoded frames concatenated + offsets (no pickle needed), and the
+    frames' (T, L, 2) face landmarks where prepare found them."""
     offsets = np.cumsum([0] + [len(b) for b in frames_encoded]).astype(np.int64)
     blob = np.frombuffer(b"".join(frames_encoded), np.uint8)
+    extra = {} if landmarks is None else {"landmarks": np.asarray(landmarks, np.float32)}
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, blob=blob, offsets=offsets)
+    np.savez(tmp, blob=blob, offsets=offsets, **extra)
     tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache file
 
 
@@ -43,6 +46,18 @@ def load_cached_video(path: Path) -> list[bytes]:
     with np.load(path) as data:
         blob, offsets = data["blob"].tobytes(), data["offsets"]
     return [blob[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def load_cached_landmarks(path: Path) -> np.ndarray | None:
+    """The (T, L, 2) landmarks a cache entry holds, or None."""
+    with np.load(path) as data:
+        return data["landmarks"] if "landmarks" in data.files else None
+
+
+def landmarks_file(tfds_dir: str | Path, split: str) -> Path:
+    """Where prepare stores a split's face landmarks (one (T, L, 2) array per video
+    name) beside the TFDS dataset: `<--out>/landmarks/<split>.npz`."""
+    return Path(tfds_dir) / "landmarks" / f"{split}.npz"
 
 
 class TalkingHeadFramesConfig(tfds.core.BuilderConfig):
@@ -157,3 +172,30 @@ class TfdsVideos:
     def read_frames(self, video: int, frame_indices: Sequence[int]) -> np.ndarray:
         frames = self._raw(video)["frames"]
         return np.stack([video_io.decode_frame(frames[i]) for i in frame_indices])
+
+
+class TfdsVideosWithLandmarks(TfdsVideos):
+    """A prepared split whose frames carry face landmarks (prepare --track-faces): every
+    pair then holds `source_landmarks` / `driving_landmarks`, which the landmark teachers
+    (`config.loss.landmark_keypoints`, `landmark_motion`) read."""
+
+    def __init__(self, tfds_dir: str | Path, split: str, name: str = DEFAULT_NAME):
+        super().__init__(tfds_dir, split, name)
+        with np.load(landmarks_file(tfds_dir, split)) as data:
+            self._landmarks = {key: data[key] for key in data.files}
+
+    def landmarks(self, video: int, frame_indices: Sequence[int]) -> np.ndarray:
+        """(len(frame_indices), L, 2) landmark pixels (x, y; pixel centres at integers)."""
+        name = self.name(video)
+        if name not in self._landmarks:
+            raise DatasetNotFoundError(
+                f"{landmarks_file('<tfds_dir>', self.split)} has no landmarks for video "
+                f"{name!r}; re-run data_pipelines.prepare with --track-faces")
+        return self._landmarks[name][list(frame_indices)]
+
+
+def open_prepared(tfds_dir: str | Path, split: str, name: str = DEFAULT_NAME) -> TfdsVideos:
+    """A prepared split, with its face landmarks where prepare stored them."""
+    if landmarks_file(tfds_dir, split).is_file():
+        return TfdsVideosWithLandmarks(tfds_dir, split, name)
+    return TfdsVideos(tfds_dir, split, name)

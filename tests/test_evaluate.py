@@ -71,7 +71,8 @@ def test_evaluate_prints_every_metric_with_copy_source(evaluated):
         assert all(math.isfinite(vals[k]) for k in ("model", "copy_source", "no_motion"))
     assert "no-motion" in printed
     assert summary["num_videos"] == 2 and summary["num_frames"] == 2 * FRAMES
-    assert set(summary["unavailable"]) - {"akd"} == set(metrics.METRICS) - set(available)
+    assert set(summary["unavailable"]) - {"akd", "aed"} == set(metrics.METRICS) - set(available)
+    assert summary["unavailable"]["aed"] == evaluate.AED_UNAVAILABLE  # said why not
     # copy-source is a real floor: finite and within range
     assert 0.0 <= summary["metrics"]["l1"]["copy_source"] < 1.0
     rows = list(csv.DictReader(open(out / "per_video.csv")))
