@@ -4,7 +4,9 @@ The lock is `fcntl.flock` on `WORKDIR/.train.lock.<process index>`, held for the
 of the trainer: the kernel drops it when the process ends in any way (kill -9
 included), so a crashed run never leaves it stuck. One lock file per process index
 lets the processes of one multi-process run coexist while a second run (whose
-process 0 wants the same file as the first's) is refused.
+process 0 wants the same file as the first's) is refused. The lock file is opened
+without following links and must be a plain file of its own: a lock name that points
+at a user's file is refused, never truncated.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 
@@ -47,29 +50,50 @@ def check_workdir(workdir: str) -> None:
                            "pass a directory you can write to") from None
 
 
+def _open_lock_file(path: str) -> int:
+    """A descriptor on the lock file, created if absent. Never follows a symlink and
+    never opens anything but a plain file of its own (one link), so a lock name that a
+    user (or an attacker) pointed at another file cannot get that file truncated."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise WorkdirError(
+                f"{path} is a symbolic link (to {os.readlink(path)}); the lock file must be a "
+                "plain file: remove the link, or pass another --workdir") from None
+        raise WorkdirError(f"cannot open the lock file {path} ({exc.strerror}); pass another "
+                           "--workdir") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        what = ("has other hard links" if stat.S_ISREG(info.st_mode)
+                else "is not a plain file")
+        raise WorkdirError(f"{path} {what}; the lock file must be a plain file of its own: "
+                           "remove it, or pass another --workdir")
+    return fd
+
+
 @contextlib.contextmanager
 def exclusive(workdir: str, process_index: int = 0) -> Iterator[None]:
     """Holds this process's lock on `workdir` (created if needed) for the block;
-    WorkdirError at once if another trainer holds it."""
+    WorkdirError at once if another trainer holds it, or if the lock file is a link."""
     if is_remote(workdir):  # no flock on object stores: the user keeps runs apart
         yield
         return
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(os.path.abspath(workdir), f".train.lock.{process_index}")
-    handle = open(path, "a+")  # noqa: SIM115 - held open for the whole run
+    fd = _open_lock_file(path)
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
+            owner = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
             raise WorkdirError(
                 f"another trainer ({owner}) is using --workdir {os.path.abspath(workdir)}; "
                 "wait for it, stop it, or pass another --workdir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
         yield
     finally:
-        handle.close()  # releases the lock
+        os.close(fd)  # releases the lock

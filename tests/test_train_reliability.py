@@ -138,6 +138,26 @@ def test_second_trainer_is_refused_and_a_killed_one_leaves_no_lock(tmp_path):
         pass
 
 
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path):
+    """Must-show (issue 28): `WORKDIR/.train.lock.0` a symlink (or a hard link) to a
+    user's file: the trainer refuses in one line and the file keeps its bytes."""
+    users = tmp_path / "notes.txt"
+    users.write_text("the user's notes")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / ".train.lock.0").symlink_to(users)
+    with pytest.raises(train.StopTraining) as err:
+        train.train_and_evaluate(tiny_config(), str(workdir))
+    assert "\n" not in str(err.value) and "is a symbolic link" in str(err.value)
+    assert users.read_text() == "the user's notes"
+    assert not (workdir / "checkpoints").exists()
+    (workdir / ".train.lock.1").hardlink_to(users)
+    with pytest.raises(workdir_lib.WorkdirError, match="has other hard links"), \
+            workdir_lib.exclusive(str(workdir), 1):
+        pass
+    assert users.read_text() == "the user's notes"
+
+
 def test_config_and_workdir_are_checked_before_anything_is_created(tmp_path):
     config = tiny_config()
     config.optim.decay_milestones = ("abc",)  # what --config.optim.decay_milestones=abc gives
