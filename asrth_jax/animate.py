@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from asrth_jax import errors, media
+from asrth_jax import compile_cache, errors, media
 from data_pipelines import face_crop as face_crop_lib
 
 if TYPE_CHECKING:
@@ -74,6 +75,17 @@ class Wording:
 
     def file(self, path: str | os.PathLike) -> str:
         return str(path) if self.show_paths else Path(path).name
+
+    def say(self, message: str, *paths: str | os.PathLike) -> str:
+        """A message written for the CLI (flags, full paths) in these words, one line."""
+        text = _one_line(message)
+        if self.show_paths:
+            return text
+        for path in sorted(map(str, paths), key=len, reverse=True):
+            text = text.replace(str(Path(path)), self.file(path))
+        for name, shown in self.options.items():
+            text = re.sub(rf"--{name.replace('_', '-')}\b", shown, text)
+        return text
 
 
 CLI_WORDING = Wording({name: "--" + name.replace("_", "-") for name in (
@@ -233,7 +245,8 @@ def _shape_notes(what: str, path: str, width: int, height: int, size: int,
     return notes
 
 
-def _detection_copy(frame: np.ndarray) -> np.ndarray:
+def detection_copy(frame: np.ndarray) -> np.ndarray:
+    """A frame shrunk to at most DETECT_MAX_SIDE, for the face detector."""
     return media.shrink_to_side(frame, DETECT_MAX_SIDE)
 
 
@@ -254,7 +267,7 @@ def _sample_for_detection(frames: Iterable[np.ndarray], limit: int | None
             break
         count, full = index + 1, frame.shape[:2]
         if index % stride == 0:
-            kept.append((index, _detection_copy(frame)))
+            kept.append((index, detection_copy(frame)))
             if len(kept) > 2 * PROBE_FRAMES:
                 stride *= 2
                 kept = [(i, f) for i, f in kept if i % stride == 0]
@@ -273,23 +286,31 @@ def _full_size_box(box: face_crop_lib.Box, small: tuple[int, int],
     return (left, top, left + side, top + side)
 
 
-def _face_box(samples: np.ndarray, full: tuple[int, int], what: str, path: str,
-              size: int, opts: AnimateOptions, notes: list[str]) -> face_crop_lib.Box:
-    """The crop box of `samples` (shrunk frames of one input) at full size; a missing face
-    is an AnimateError unless `opts.center_crop_fallback`, then a note."""
-    w = opts.wording
+def detect_face_box(samples: np.ndarray, full: tuple[int, int]) -> face_crop_lib.Box | None:
+    """The face crop box of one input at its full (h, w), from shrunk copies of its frames
+    (`detection_copy`; one for an image), or None when no face is found."""
     try:
         box = face_crop_lib.face_crop_box(samples, num_probe_frames=PROBE_FRAMES,
                                           require_face=True)
     except face_crop_lib.NoFaceError:
+        return None
+    return _full_size_box(box, samples.shape[1:3], full)
+
+
+def _face_box(samples: np.ndarray, full: tuple[int, int], what: str, path: str,
+              size: int, opts: AnimateOptions, notes: list[str]) -> face_crop_lib.Box:
+    """`detect_face_box`; a missing face is an AnimateError unless
+    `opts.center_crop_fallback`, then the centre square and a note."""
+    w = opts.wording
+    box = detect_face_box(samples, full)
+    if box is None:
         if not opts.center_crop_fallback:
             raise AnimateError(
                 f"no face found in {what} {w.file(path)}: use one where the face is "
                 f"visible, upright and not tiny, or turn on "
-                f"{w.option('center_crop_fallback')} to use its centre") from None
+                f"{w.option('center_crop_fallback')} to use its centre")
         notes.append(f"no face found in {what} {w.file(path)}: its centre square was used")
-        box = face_crop_lib.face_crop_box(samples[:1], require_face=False)
-    box = _full_size_box(box, samples.shape[1:3], full)
+        box = _full_size_box(face_crop_lib.face_crop_box(samples[:1]), samples.shape[1:3], full)
     side = box[2] - box[0]
     if size / side > NOTE_UPSCALE:
         notes.append(f"the face in {what} {w.file(path)} is {side} pixels wide: enlarged "
@@ -374,18 +395,14 @@ def load_inputs(opts: AnimateOptions, size: int) -> Inputs:
         box = None
         if opts.crop:
             src_u8 = media.to_uint8(portrait)
-            box = _face_box(_detection_copy(src_u8)[None], src_u8.shape[:2], "the portrait",
+            box = _face_box(detection_copy(src_u8)[None], src_u8.shape[:2], "the portrait",
                             opts.source, size, opts, notes)
             source = _resize_one(src_u8, size, box).astype(np.float32) / 255.0
         else:
             source = media.resize_image(portrait, size)
         driving, more = _driving_at_size(opts, size, frames, notes)
     except media.MediaError as err:
-        message = _one_line(str(err))
-        if not w.show_paths:
-            for path in (opts.source, opts.driving):
-                message = message.replace(str(Path(path)), w.file(path))
-        raise AnimateError(message) from None
+        raise AnimateError(w.say(str(err), opts.source, opts.driving)) from None
     if more:
         of = f" of {known}" if known else ""
         notes.append(f"used the first {len(driving)}{of} frames of the driving video: "
@@ -468,6 +485,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                          "asrth_jax.convert --out)")
     weights.add_argument("--torch-checkpoint", help="released AdaSR .pth.tar")
     p.add_argument("--config", required=True, help="config file, e.g. configs/hdtf_512.py")
+    compile_cache.add_flag(p)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -546,6 +564,7 @@ def load_animator(config, *, checkpoint: str | None, torch_checkpoint: str | Non
 
 def main(argv: list[str] | None = None) -> Path:
     args = _parse(argv)
+    compile_cache.enable_if(args.compile_cache)
     opts = options_from_args(args)
     if args.batch_size < 1:
         raise _fail(f"--batch-size must be >= 1, got {args.batch_size}")
