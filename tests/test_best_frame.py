@@ -99,3 +99,27 @@ def test_on_a_real_clip_the_source_frame_itself_is_found():
     frames = media.resize_frames(media.read_video(REAL / "529_2.mp4", max_frames=8), 256)
     for index in (2, 6):
         assert find_best_frame(frames[index], frames) == index
+
+
+@pytest.mark.skipif(not (REAL / "529_2.mp4").exists(), reason="real clips not available")
+@pytest.mark.skipif(akd.status() is not None, reason=str(akd.status()))
+def test_animate_cli_uses_the_rule_and_says_no_face_in_one_line(tmp_path, capsys):
+    import cv2
+    from animate_fixtures import tiny_checkpoint
+
+    from asrth_jax import animate
+
+    files = tiny_checkpoint(tmp_path)
+    common = ["--checkpoint", files["ckpt"], "--config", files["config"],
+              "--driving", str(REAL / "529_2.mp4"), "--max-frames", "6", "--quiet",
+              "--find-best-frame"]
+    animate.main([*common, "--source", str(REAL / "demo_img_1.jpg"),
+                  "--out", str(tmp_path / "ok.mp4")])
+    assert "best frame: " in capsys.readouterr().err
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((64, 64, 3), 128, np.uint8))
+    with pytest.raises(SystemExit) as exc:
+        animate.main([*common, "--source", str(blank), "--out", str(tmp_path / "no.mp4")])
+    message = str(exc.value.code)
+    assert message.startswith("error: --find-best-frame: no face found in the source")
+    assert "\n" not in message and not (tmp_path / "no.mp4").exists()
