@@ -4,8 +4,10 @@ output-path checks that run before any slow work (model building, compiling)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -44,7 +46,7 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
-def _check_parent_writable(path: Path, flag: str) -> None:
+def check_parent_writable(path: Path, flag: str) -> None:
     """The nearest existing ancestor must be a writable directory (it will be created under)."""
     parent = path.parent
     while not parent.exists():
@@ -72,8 +74,12 @@ def check_output_file(path: str | os.PathLike, flag: str, *, overwrite: bool) ->
         if not os.access(path, os.W_OK):
             raise OutputPathError(f"{flag} {path} exists and is not writable; choose another "
                                   "path")
+        # It is replaced by a file written beside it, so its folder must take a new file.
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise OutputPathError(f"{flag} {path}: directory {path.parent} is not writable; "
+                                  "choose another path")
         return path
-    _check_parent_writable(path, flag)
+    check_parent_writable(path, flag)
     return path
 
 
@@ -87,7 +93,7 @@ def check_output_dir(path: str | os.PathLike, flag: str, *, overwrite: bool,
         raise OutputPathError(f"{flag} {path} is a file, not a directory; give a directory "
                               "path")
     if not path.exists():
-        _check_parent_writable(path, flag)
+        check_parent_writable(path, flag)
         return path
     if any(path.iterdir()) and not overwrite:
         raise OutputPathError(f"{flag} {path} exists and is not empty; choose another or "
@@ -104,6 +110,36 @@ def check_output_dir(path: str | os.PathLike, flag: str, *, overwrite: bool,
                                   "--out")
     return path
 
+
+@contextlib.contextmanager
+def replaced_when_whole(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a temporary path beside `path` to write the new file to; once the block
+    ends without error the file is flushed to disk and renamed over `path` (an atomic
+    swap), otherwise it is removed. A kill or a full disk mid-write leaves `path` as
+    it was. The temporary name keeps `path`'s suffix (writers such as `np.savez` add
+    theirs when it is missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.chmod(temporary, _mode_for(path))  # mkstemp's file is private (0600)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _mode_for(path: Path) -> int:
+    """The replaced file's permissions, or a new file's under the process umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def fail(message: str) -> SystemExit:

@@ -7,7 +7,10 @@
 
 PyTorch is needed only to read `.pth` files (`pip install '.[dev]'`). They are read as
 untrusted data (`asrth_jax.torch_files`): only tensors, numbers, strings and containers.
---out is never replaced without --overwrite, and --overwrite replaces only a checkpoint.
+--out is never replaced without --overwrite, and --overwrite replaces only a converted
+checkpoint (never a training run's steps) or a .npz. Every output is written beside
+--out and swapped in once whole: a kill or a full disk leaves the old one intact. --out
+is checked before the (large) input is read.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ import os
 import re
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flax import nnx
 
-from asrth_jax import errors
-from asrth_jax.errors import ConfigError
+from asrth_jax import cli_args, errors
 from asrth_jax.torch_files import TorchFileError, as_array, read_torch_file
 
 # Torch Sequential children named like '3dr0', 'down1', 'b5_3' become list indices.
@@ -200,13 +203,32 @@ def _is_checkpoint_dir(path: str) -> bool:
     return all(e.isdigit() and os.path.isdir(os.path.join(path, e)) for e in entries)
 
 
+def _training_steps(path: str) -> list[int]:
+    """Step folders of `path` that hold more than the networks (a training run's
+    optimizer, counters or data position): work a conversion must never replace."""
+    steps = []
+    for entry in os.listdir(path):
+        folder = os.path.join(path, entry)
+        if entry.isdigit() and os.path.isdir(folder) and any(
+                item in os.listdir(folder) for item in TRAINING_ITEMS):
+            steps.append(int(entry))
+    return sorted(steps)
+
+
+# The items a training step adds to `models` (checkpoints.TrainCheckpointer.ITEMS).
+TRAINING_ITEMS = ("optimizer", "meta", "data")
+
+
 def check_checkpoint_out(out: str, overwrite: bool) -> None:
-    """Refuses an --out that holds anything, unless --overwrite and it is a checkpoint.
+    """Refuses an --out that holds anything, unless --overwrite and it is a converted
+    checkpoint; refuses a training run's steps even with --overwrite, and an --out that
+    cannot be created (a file as parent, a read-only folder).
 
     Orbax silently skips saving step 0 into a directory that already has a later step,
     so writing into a non-empty directory is never done in place.
     """
     if not os.path.exists(out):
+        cli_args.check_parent_writable(Path(out), "--out")
         return
     if not os.path.isdir(out):
         raise OutputError(f"--out {out} is a file, not a checkpoint directory; choose "
@@ -214,6 +236,11 @@ def check_checkpoint_out(out: str, overwrite: bool) -> None:
     entries = sorted(os.listdir(out))
     if not entries:
         return
+    if training := _training_steps(out):
+        shown = ", ".join(map(str, training[:3])) + (" ..." if len(training) > 3 else "")
+        raise OutputError(f"--out {out} holds training step(s) {shown} of a run (with its "
+                          "optimizer and data state), which a conversion never replaces; "
+                          "choose another --out")
     if not overwrite:
         raise OutputError(f"--out {out} already holds {entries[0]}"
                           f"{f' and {len(entries) - 1} more' if len(entries) > 1 else ''}; "
@@ -224,25 +251,44 @@ def check_checkpoint_out(out: str, overwrite: bool) -> None:
         raise OutputError(f"--out {out} holds {odd}, which is not part of a checkpoint; "
                           "--overwrite replaces only a checkpoint directory, so choose "
                           "another --out")
+    parent = os.path.dirname(out)
+    if not os.access(parent, os.W_OK | os.X_OK):  # the new checkpoint is written beside
+        raise OutputError(f"--out {out}: its folder {parent} is not writable; choose "
+                          "another --out")
 
 
 def write_checkpoint(out: str, generator_side: nnx.Module, discriminator: nnx.Module) -> str:
-    """Saves step 0 to `out`, replacing a checkpoint there only once the new one is whole."""
-    from asrth_jax import checkpoints
-
+    """Saves step 0 to `out`, replacing a converted checkpoint there only once the new
+    one is whole (a training run's steps are refused: `check_checkpoint_out`)."""
     out = os.path.abspath(out)
     if not os.path.isdir(out) or not os.listdir(out):
-        return checkpoints.save_models(out, generator_side, discriminator)
+        return _save_models(out, generator_side, discriminator)
+    check_checkpoint_out(out, overwrite=True)
     tag = f"{os.getpid()}"
     fresh, old = f"{out}.converting-{tag}", f"{out}.replaced-{tag}"
     try:
-        checkpoints.save_models(fresh, generator_side, discriminator)
+        _save_models(fresh, generator_side, discriminator, shown_as=out)
         os.rename(out, old)
         os.rename(fresh, out)
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def _save_models(directory: str, generator_side: nnx.Module, discriminator: nnx.Module,
+                 shown_as: str | None = None) -> str:
+    """checkpoints.save_models; a failed write (full disk, ...) is one OutputError line."""
+    from asrth_jax import checkpoints
+
+    try:
+        return checkpoints.save_models(directory, generator_side, discriminator)
+    except Exception as exc:  # noqa: BLE001 - Orbax/TensorStore raise many types
+        shutil.rmtree(directory, ignore_errors=True)
+        kept = f"; {shown_as} is unchanged" if shown_as else ""
+        raise OutputError(f"cannot write the checkpoint to {shown_as or directory} "
+                          f"({checkpoints.first_line(exc)}){kept}; free space or choose "
+                          "another --out") from None
 
 
 def _convert_torch_file(args) -> int:
@@ -287,25 +333,28 @@ def _convert_weights_file(args) -> int:
     from asrth_jax.models.vgg import resolve_npz_out
 
     name = "vgg19.npz" if args.vgg19 else "hopenet.npz"
+    source = args.vgg19 or args.hopenet
     out = resolve_npz_out(args.out, name)
-    if os.path.isdir(out):
-        raise OutputError(f"--out {out} is a directory; name a .npz file")
-    if os.path.exists(out) and not args.overwrite:
-        raise OutputError(f"{out} exists; choose another --out or pass --overwrite")
+    cli_args.check_output_file(out, "--out", overwrite=args.overwrite)  # before reading
     try:
-        if args.vgg19:
-            from asrth_jax.models.vgg import convert_vgg19_file
+        with cli_args.replaced_when_whole(out) as beside:
+            if args.vgg19:
+                from asrth_jax.models.vgg import convert_vgg19_file
 
-            written = convert_vgg19_file(args.vgg19, out)
-        else:
-            from asrth_jax.models.hopenet import convert_hopenet_file
+                convert_vgg19_file(source, beside)
+            else:
+                from asrth_jax.models.hopenet import convert_hopenet_file
 
-            written = convert_hopenet_file(args.hopenet, out)
+                convert_hopenet_file(source, beside)
     except TorchFileError:
         raise
+    except OSError as exc:  # a full disk, a folder that went read-only, ...
+        kept = "is unchanged" if os.path.exists(out) else "was not written"
+        raise OutputError(f"cannot write {out} ({exc.strerror or exc}); it {kept}: free "
+                          "space or choose another --out") from None
     except ValueError as exc:  # the state dict does not fit the network
-        raise ConversionError(f"{args.vgg19 or args.hopenet}: {exc}") from None
-    print(f"wrote {written}")
+        raise ConversionError(f"{source}: {exc}") from None
+    print(f"wrote {out}")
     return 0
 
 
@@ -327,8 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.torch_checkpoint:
             return _convert_torch_file(args)
         return _convert_weights_file(args)
-    except (ConversionError, TorchFileError, OutputError, ConfigError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    except errors.AsrthError as exc:  # ConversionError, TorchFileError, OutputError, ...
+        raise cli_args.fail(str(exc)) from None
 
 
 if __name__ == "__main__":

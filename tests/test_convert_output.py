@@ -71,3 +71,142 @@ def test_overwrite_replaces_only_a_checkpoint_directory(tmp_path):
     a_file.write_text("x")
     assert "is a file" in _refusal(tmp_path, a_file, "--overwrite")
     assert a_file.read_text() == "x"
+
+
+# ------------------------------------------------------------ issue 28: nothing lost
+def _save_training_like_steps(out, steps=(2, 3)) -> None:
+    """Step folders as `TrainCheckpointer` writes them: models, optimizer, meta, data."""
+    import orbax.checkpoint as ocp
+
+    items = ("models", "optimizer", "meta")
+    with ocp.CheckpointManager(str(out), item_names=items) as manager:
+        for step in steps:
+            manager.save(step, args=ocp.args.Composite(**{
+                item: ocp.args.StandardSave({"x": np.full((3,), step, np.float32)})
+                for item in items}))
+        manager.wait_until_finished()
+    for step in steps:  # the Grain iterator's position, a plain JSON item
+        (out / str(step) / "data").mkdir()
+        (out / str(step) / "data" / "process_0-of-1.json").write_text('{"next_index": 1}')
+
+
+def test_a_training_runs_steps_are_never_replaced_by_a_conversion(tmp_path):
+    """Must-show: `--out RUN/checkpoints --overwrite` is refused in one line and every
+    step (optimizer and data state included) stays; the library writer refuses too."""
+    run = tmp_path / "run" / "checkpoints"
+    _save_training_like_steps(run)
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    message = _refusal(tmp_path, run, "--overwrite")
+    assert "training step(s) 2, 3" in message and "choose another --out" in message
+    gen = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    disc = nnx.Linear(2, 1, rngs=nnx.Rngs(1))
+    with pytest.raises(convert.OutputError, match="training step"):
+        convert.write_checkpoint(str(run), gen, disc)
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
+    assert not list((tmp_path / "run").glob("checkpoints.*"))
+
+
+@pytest.fixture(scope="module")
+def vgg19_pth(tmp_path_factory):
+    """A torchvision-layout VGG19 `features` file (random weights, ~80 MB)."""
+    torch = pytest.importorskip("torch")
+    from asrth_jax.models import vgg
+
+    rng = np.random.default_rng(0)
+    state, in_ch, index = {}, 3, 0
+    for item in vgg.VGG19_CFG:
+        if item == "M":
+            index += 1
+            continue
+        state[f"features.{index}.weight"] = torch.from_numpy(
+            rng.standard_normal((item, in_ch, 3, 3), dtype=np.float32))
+        state[f"features.{index}.bias"] = torch.zeros(item)
+        in_ch, index = item, index + 2
+    path = tmp_path_factory.mktemp("vgg") / "vgg19.pth"
+    torch.save(state, path)
+    return path
+
+
+def _convert_argv(source, out, *extra):
+    return ["--vgg19", str(source), "--out", str(out), *extra]
+
+
+def test_a_kill_during_vgg19_overwrite_leaves_the_old_file(tmp_path, vgg19_pth):
+    """Must-show: SIGKILL while `convert --vgg19 --overwrite` writes leaves the previous
+    file byte for byte (the new one is written beside and swapped in when whole)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "weights" / "vgg19.npz"
+    out.parent.mkdir()
+    old = b"the previous good weights " * 40_000
+    out.write_bytes(old)
+    stamp = out.stat().st_mtime_ns
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "asrth_jax.convert",
+                             *_convert_argv(vgg19_pth, out, "--overwrite")],
+                            cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            # The writing has begun: bytes in a file beside it, or in out itself.
+            beside = [p for p in out.parent.iterdir() if p != out and p.stat().st_size]
+            if beside or not out.exists() or out.stat().st_mtime_ns != stamp:
+                break
+            time.sleep(0.001)
+        assert proc.poll() is None, "convert ended before it began writing"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert out.read_bytes() == old
+    # It was killed mid-write: the part-written new file is left beside (hidden), never
+    # swapped in.
+    assert [p.name.startswith(".vgg19.npz.") for p in out.parent.iterdir() if p != out] \
+        == [True]
+
+
+def test_a_full_disk_during_vgg19_conversion_keeps_the_old_file(tmp_path, vgg19_pth,
+                                                                 capsys):
+    """A real full disk (a 4 MiB tmpfs; needs root): one line, old file intact, no
+    temporary file left."""
+    import os
+    import subprocess
+
+    disk = tmp_path / "small_disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+            capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        out = disk / "vgg19.npz"
+        out.write_bytes(b"old weights")
+        with pytest.raises(SystemExit) as info:
+            convert.main(_convert_argv(vgg19_pth, out, "--overwrite"))
+        message = str(info.value.code)
+        assert message.startswith("error: ") and "\n" not in message, message
+        assert "No space left on device" in message and "is unchanged" in message
+        assert out.read_bytes() == b"old weights"
+        assert sorted(p.name for p in disk.iterdir()) == ["vgg19.npz"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("flag", ["--vgg19", "--hopenet", "--torch-checkpoint"])
+def test_convert_output_path_is_checked_before_the_input_is_read(tmp_path, flag):
+    """--out under a file, or in a read-only folder: one line about --out, although the
+    input does not even exist (it would be read first otherwise)."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    argv = [flag, str(tmp_path / "missing_input"), "--out", str(a_file / "sub" / "w.npz")]
+    if flag == "--torch-checkpoint":
+        argv += ["--config", str(tmp_path / "missing.py")]
+    with pytest.raises(SystemExit) as info:
+        convert.main(argv)
+    message = str(info.value.code)
+    assert message.startswith("error: --out") and "is a file" in message, message
+    assert "\n" not in message and "missing_input" not in message
