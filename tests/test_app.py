@@ -1,4 +1,5 @@
-"""The Gradio app in headless Chromium: upload, animate, play; a bad upload's error line."""
+"""The Gradio app in headless Chromium: upload (previews, face-crop defaults), animate,
+play; a bad upload's error line in the page's words."""
 
 from __future__ import annotations
 
@@ -120,7 +121,19 @@ def test_upload_animate_and_play(server, browser, tmp_path):
 
     _open(browser, server["url"])
     _upload(browser, "portrait", REAL / "demo_img_1.jpg")
+    # the preview arrives and, the portrait being larger than the model's 64x64, face
+    # crop and paste-back are turned on, so the result has the portrait's 512x512
+    WebDriverWait(browser, 120).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, "#portrait-preview img[src]"))
+    WebDriverWait(browser, 60).until(
+        lambda b: "green box" in b.find_element(By.ID, "portrait-info").text)
+    for elem_id in ("crop", "paste-back"):
+        assert browser.find_element(By.CSS_SELECTOR, f"#{elem_id} input").is_selected()
     _upload(browser, "driving", _three_frame_clip(tmp_path))
+    WebDriverWait(browser, 120).until(
+        lambda b: "3 frames at 15 fps" in b.find_element(By.ID, "driving-info").text)
+    assert browser.find_elements(By.CSS_SELECTOR, "#driving-preview img[src]")
+    assert browser.find_element(By.ID, "stop").is_displayed()
     browser.find_element(By.ID, "animate").click()
     video = WebDriverWait(browser, PAGE_TIMEOUT).until(
         lambda b: b.find_elements(By.CSS_SELECTOR, "#result-video video[src]") or
@@ -144,7 +157,7 @@ def test_upload_animate_and_play(server, browser, tmp_path):
         if not ok:
             break
         count += 1
-        assert frame.shape[:2] == (64, 64)
+        assert frame.shape[:2] == (512, 512)
     cap.release()
     assert count == 3
     assert "3 frames" in browser.find_element(By.ID, "status").text
@@ -163,7 +176,9 @@ def test_bad_portrait_shows_one_line_error(server, browser, tmp_path):
     toast = WebDriverWait(browser, PAGE_TIMEOUT).until(
         lambda b: b.find_elements(By.CSS_SELECTOR, ".toast-body"))[0]
     text = toast.text
-    assert "cannot read image" in text and "portrait.jpg" in text, text
+    # the toast's last line is the message: the upload's name, no server folder
+    assert text.splitlines()[-1].startswith("cannot read image portrait.jpg: "), text
+    assert "cannot read image portrait.jpg" in browser.find_element(By.ID, "portrait-info").text
     assert "Traceback" not in browser.page_source
     browser.save_screenshot(str(tmp_path / "app_error.png"))
 

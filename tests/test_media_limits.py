@@ -201,3 +201,36 @@ def test_long_1080p_clip_is_read_at_the_models_size(long_1080p_clip, tmp_path, c
     # 250 full frames are 1483 MiB; at 64x64 they are 3 MiB (plus the decoder's own)
     assert outcome["growth_mb"] < 200, outcome
     print(f"crop={crop}: {outcome}")
+
+
+_ANIMATE_MEASURED = """
+import json, resource, sys
+from asrth_jax import animate
+ckpt, config, portrait, clip, warm_out, out = sys.argv[1:7]
+common = ["--checkpoint", ckpt, "--config", config, "--source", portrait, "--quiet",
+          "--batch-size", "4"]
+animate.main(common + ["--driving", clip, "--out", warm_out, "--max-frames", "4"])  # compiles
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+animate.main(common + ["--driving", clip, "--out", out])
+growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps({"growth_mb": growth}))
+"""
+
+
+@pytest.mark.slow
+def test_long_1080p_clip_is_animated_with_bounded_memory(long_1080p_clip, tmp_path):
+    """End to end: `animate` on 250 1080p frames; peak memory after a warm-up run."""
+    from animate_fixtures import tiny_checkpoint
+
+    files = tiny_checkpoint(tmp_path)
+    portrait = _image(tmp_path / "portrait.png", 64, 64)
+    out = tmp_path / "long.mp4"
+    proc = subprocess.run(
+        [sys.executable, "-c", _ANIMATE_MEASURED, files["ckpt"], files["config"], portrait,
+         str(long_1080p_clip), str(tmp_path / "warm.mp4"), str(out)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    growth = json.loads(proc.stdout.strip().splitlines()[-1])["growth_mb"]
+    print(f"peak growth animating 250 1080p frames: {growth:.0f} MB")
+    assert media.read_video(out).shape == (250, 64, 64, 3)
+    assert growth < 300, growth  # the 250 full frames alone are 1483 MiB
