@@ -30,6 +30,8 @@ import jax
 import numpy as np
 from flax import nnx
 
+from asrth_jax import compile_cache
+
 # Dense peak FLOP/s per chip by (device kind substring, dtype): vendor datasheets.
 PEAK_FLOPS = {
     ("h200", "bfloat16"): 989e12, ("h200", "float32"): 67e12,
@@ -333,6 +335,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="'config' loads the configured trunk's weights (timing is the same)")
     parser.add_argument("--out", default=None, help="write the JSON here too")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    compile_cache.add_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -361,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     from asrth_jax.config_lib import ConfigError, load_config_file
 
     args = _parse(argv)
+    compile_cache.enable_if(args.compile_cache)
     try:
         _check_args(args)
     except ValueError as exc:

@@ -83,6 +83,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.remat = False
     c.train.gan_mode = "hinge"  # or "ls"
     c.train.grad_clip_norm = 0.0  # 0 disables clipping
+    # The reference trains from PyTorch's default initialisation ("pytorch", drawn on the
+    # host: `asrth_jax/models/torch_init.py`); "flax" is Flax's (the demo's choice).
+    c.train.init = "pytorch"
+    # PyTorch's BatchNorm keeps the unbiased batch variance in its running variance
+    # ("unbiased"); Flax's keeps the biased one ("biased").
+    c.train.batchnorm_running_var = "unbiased"
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 2e-4

@@ -51,7 +51,16 @@ from typing import Any
 
 import numpy as np
 
-from asrth_jax import akd, cli_args, errors, media, metrics, motion_metrics, reconstruction_eval
+from asrth_jax import (
+    akd,
+    cli_args,
+    compile_cache,
+    errors,
+    media,
+    metrics,
+    motion_metrics,
+    reconstruction_eval,
+)
 
 OUTPUT_FILES = ("per_video.csv", "summary.json", "contact_sheet.png")
 SYNTHETIC = "synthetic"  # --data value: the config's synthetic test identities
@@ -101,6 +110,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    compile_cache.add_flag(p)
     return p.parse_args(argv)
 
 
@@ -430,6 +440,7 @@ def _check_inputs(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
+    compile_cache.enable_if(args.compile_cache)
     try:
         out = _check_inputs(args)
     except (EvaluateError, cli_args.OutputPathError) as err:

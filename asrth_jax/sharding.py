@@ -81,6 +81,16 @@ def state_shardings(abstract_state: TrainState, mesh: Mesh, shard_params: bool) 
         disc_opt=spread(abstract_state.disc_opt))
 
 
+def place(tree: Any, shardings: Any) -> Any:
+    """Host arrays, equal on every process, as global arrays with `shardings`: each
+    device gets its slice of the host value (no program, no cross-process traffic)."""
+    def one(value, target: NamedSharding) -> jax.Array:
+        value = np.asarray(value)
+        return jax.make_array_from_callback(value.shape, target, lambda index: value[index])
+
+    return jax.tree.map(one, tree, shardings)
+
+
 def process_barrier(name: str, timeout_s: float = 1800.0) -> None:
     """All processes wait here (coordination service, not a device collective)."""
     if jax.process_count() == 1:

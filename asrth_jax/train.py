@@ -29,6 +29,8 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
+from asrth_jax import compile_cache
+
 if TYPE_CHECKING:
     from asrth_jax.reconstruction_eval import Evaluator
 
@@ -36,6 +38,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/vox.py.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints and TensorBoard logs (local or gs://).")
+flags.DEFINE_bool("compile_cache", True, "Persistent compilation cache (asrth_jax.compile_cache); "
+                  "--nocompile_cache turns it off.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detect).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Number of processes.")
@@ -379,6 +383,7 @@ def main(argv) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 
+    compile_cache.enable_if(FLAGS.compile_cache)
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing with a one-line error (misspelt config key, bad value, a

@@ -37,6 +37,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding
@@ -295,14 +296,17 @@ def make_step_defs(config: ml_collections.ConfigDict, frozen: FrozenNetworks
 
 
 def init_state(defs: StepDefs, seed: jax.Array) -> TrainState:
-    """Freshly initialised networks and optimisers (pure: jit it)."""
+    """Freshly initialised networks and optimisers with Flax's initialisers
+    (`train.init="flax"`; pure: jit it). `TrainSetup.init_state` draws the default,
+    PyTorch's initialisation, on the host instead (`host_init_state`)."""
     # Weights from the cheap-to-compile rbg generator (see adasr._jit_init); the
     # train-time key stream stays threefry so it is identical on every backend.
     gen_key, disc_key = jax.random.split(jax.random.key(seed, impl="unsafe_rbg"))
     cfg = defs.config
     gen = adasr.build_generator(cfg.model, seed=gen_key, dtype=cfg.train.compute_dtype,
-                                remat=cfg.train.remat)
-    disc = adasr.build_discriminator(cfg.model, seed=disc_key, dtype=cfg.train.compute_dtype)
+                                remat=cfg.train.remat, init="flax")
+    disc = adasr.build_discriminator(cfg.model, seed=disc_key, dtype=cfg.train.compute_dtype,
+                                     init="flax")
     _, gen_params, gen_rest = nnx.split(gen, nnx.Param, ...)
     _, disc_params, disc_rest = nnx.split(disc, nnx.Param, ...)
     return TrainState(
@@ -310,6 +314,17 @@ def init_state(defs: StepDefs, seed: jax.Array) -> TrainState:
         gen_params=gen_params, gen_rest=gen_rest,
         disc_params=disc_params, disc_rest=disc_rest,
         gen_opt=defs.gen_tx.init(gen_params), disc_opt=defs.disc_tx.init(disc_params))
+
+
+def host_networks(defs: StepDefs, seed: int) -> tuple[nnx.State, ...]:
+    """(gen_params, gen_rest, disc_params, disc_rest) with PyTorch's initialisation,
+    drawn on the host (`asrth_jax.models.torch_init`): NumPy arrays, no XLA program."""
+    cfg = defs.config
+    gen = adasr.build_generator(cfg.model, seed=seed, dtype=cfg.train.compute_dtype,
+                                remat=cfg.train.remat, init="pytorch")
+    disc = adasr.build_discriminator(cfg.model, seed=seed, dtype=cfg.train.compute_dtype,
+                                     init="pytorch")
+    return nnx.split(gen, nnx.Param, ...)[1:] + nnx.split(disc, nnx.Param, ...)[1:]
 
 
 def models(defs: StepDefs, state: TrainState) -> tuple[nnx.Module, nnx.Module]:
@@ -413,15 +428,17 @@ def _keypoint_and_motion_terms(defs: StepDefs, frozen: dict[str, nnx.State],
         terms["expression"] = cfg.expression * losses.expression_loss(out["he_driving"]["exp"])
 
 
-def _merge_for_training(graph_def: nnx.GraphDef, params: nnx.State, rest: nnx.State,
-                        num_devices: int) -> nnx.Module:
-    """A live module in train mode; per device (`num_devices` > 1), its BatchNorm
-    statistics are device means in device order."""
+def _merge_for_training(defs: StepDefs, graph_def: nnx.GraphDef, params: nnx.State,
+                        rest: nnx.State, num_devices: int) -> nnx.Module:
+    """A live module in train mode, its BatchNorm running variance as the config says;
+    per device (`num_devices` > 1), its BatchNorm statistics are device means in device
+    order."""
     module = nnx.merge(graph_def, params, rest)
     module.train()
+    blocks.set_running_variance(module, defs.config.train.batchnorm_running_var)
     if num_devices > 1:
-        blocks.set_statistics_mean(module, functools.partial(_device_mean,
-                                                             num_devices=num_devices))
+        blocks.set_statistics_mean(
+            module, functools.partial(_device_mean, num_devices=num_devices), num_devices)
     return module
 
 
@@ -433,8 +450,8 @@ def generator_loss(gen_params: nnx.State, state: TrainState, batch: Batch,
     (`num_devices` > 1, see `train_step`) the batch is this device's rows."""
     gen_rest, disc_params, disc_rest = _at_this_trace(
         (state.gen_rest, state.disc_params, state.disc_rest))
-    gen = _merge_for_training(defs.gen_def, gen_params, gen_rest, num_devices)
-    disc = _merge_for_training(defs.disc_def, disc_params, disc_rest, num_devices)
+    gen = _merge_for_training(defs, defs.gen_def, gen_params, gen_rest, num_devices)
+    disc = _merge_for_training(defs, defs.disc_def, disc_params, disc_rest, num_devices)
     # As in the reference, the discriminator is in train mode here too: each of its
     # two calls advances the spectral-norm power iteration (4 per step in all).
     source = batch["source"].astype(jnp.float32)
@@ -455,7 +472,7 @@ def generator_loss(gen_params: nnx.State, state: TrainState, batch: Batch,
 def discriminator_loss(disc_params: nnx.State, disc_rest: nnx.State, driving: jax.Array,
                        prediction: jax.Array, *, defs: StepDefs, num_devices: int = 1):
     """The discriminator's weighted GAN loss, with its new spectral vectors as aux."""
-    disc = _merge_for_training(defs.disc_def, disc_params, _at_this_trace(disc_rest),
+    disc = _merge_for_training(defs, defs.disc_def, disc_params, _at_this_trace(disc_rest),
                                num_devices)
     # The reference's order: the fake batch first, then the real one (the power
     # iteration runs once per call, so the order changes the normalised weights).
@@ -568,6 +585,7 @@ class TrainSetup:
         self.visual_step = jax.jit(functools.partial(visual_step, self.defs),
                                    out_shardings=self.replicated)
         self._compiled: dict[str, Any] = {}
+        self._jitted: dict[str, Any] = {}  # the init programs, built once per run
 
     @property
     def headpose_weight(self) -> float:
@@ -596,13 +614,35 @@ class TrainSetup:
                             abstract, self.state_sharding)
 
     def init_state(self, seed: int) -> TrainState:
-        """Freshly initialised state with its shardings.
+        """Freshly initialised state with its shardings; the same values on every mesh.
 
-        Initialised replicated, then resharded: random bits then do not depend on how
-        the mesh partitions the init program, so every mesh starts from equal weights.
+        `train.init="pytorch"` (the paper configs): the networks are drawn on the host
+        and placed shard by shard; only the optimiser's zeros are a (small) program.
+        `"flax"`: one program, initialised replicated, then resharded, so random bits do
+        not depend on how the mesh partitions it.
         """
-        init = jax.jit(functools.partial(init_state, self.defs), out_shardings=self.replicated)
-        return jax.device_put(init(jnp.asarray(seed, jnp.int32)), self.state_sharding)
+        if self.config.train.init == "flax":
+            if "flax_init" not in self._jitted:
+                self._jitted["flax_init"] = jax.jit(functools.partial(init_state, self.defs),
+                                                    out_shardings=self.replicated)
+            state = self._jitted["flax_init"](jnp.asarray(seed, jnp.int32))
+            return jax.device_put(state, self.state_sharding)
+        shardings = self.state_sharding
+        gen_params, gen_rest, disc_params, disc_rest = (
+            sharding.place(tree, tree_sharding) for tree, tree_sharding in zip(
+                host_networks(self.defs, seed),
+                (shardings.gen_params, shardings.gen_rest, shardings.disc_params,
+                 shardings.disc_rest), strict=True))
+        if "optimizer_init" not in self._jitted:
+            self._jitted["optimizer_init"] = jax.jit(
+                lambda gen, disc: (self.defs.gen_tx.init(gen), self.defs.disc_tx.init(disc)),
+                out_shardings=(shardings.gen_opt, shardings.disc_opt))
+        gen_opt, disc_opt = self._jitted["optimizer_init"](gen_params, disc_params)
+        step, rng = sharding.place((np.zeros((), np.int32), np.asarray(jax.random.PRNGKey(seed))),
+                                   (shardings.step, shardings.rng))
+        return TrainState(step=step, rng=rng, gen_params=gen_params, gen_rest=gen_rest,
+                          disc_params=disc_params, disc_rest=disc_rest, gen_opt=gen_opt,
+                          disc_opt=disc_opt)
 
     def shard_batch(self, local_batch: dict[str, Any]) -> Batch:
         """Per-host numpy batch -> global jax arrays split over the mesh.

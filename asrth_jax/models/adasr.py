@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from asrth_jax.models import blocks
+from asrth_jax.errors import ConfigError
+from asrth_jax.models import blocks, torch_init
 from asrth_jax.models.discriminator import MultiScaleDiscriminator
 from asrth_jax.models.generator import OcclusionAwareSPADEGenerator
 from asrth_jax.models.head_pose import HEEstimator, head_pose_degrees, transform_keypoints
@@ -146,9 +147,28 @@ def _make_discriminator(model_config: ml_collections.ConfigDict, dtype: str | No
         num_channels=model_config.common.image_channel, rngs=rngs, dtype=_dtype(dtype), **disc)
 
 
+INITS = ("pytorch", "flax")  # `train.init`: see `_build`
+
+
+def _build(make: Callable[[nnx.Rngs], nnx.Module], seed: int | jax.Array, init: str,
+           network: str) -> nnx.Module:
+    """A module with fresh weights. "pytorch" (an int seed): PyTorch's default
+    initialisation drawn on the host (`torch_init`), no XLA program at all; "flax" (or a
+    key inside a trace): Flax's initialisers (`_jit_init`)."""
+    if init not in INITS:
+        raise ConfigError(f"config.train.init={init!r} is not an initialisation; use one of "
+                          f"{', '.join(INITS)}")
+    if init == "flax" or not isinstance(seed, int):
+        return _jit_init(make, seed)
+    module = _abstract(make)
+    nnx.update(module, torch_init.torch_default_state(module, seed, network))
+    return module
+
+
 def build_generator(model_config: ml_collections.ConfigDict, seed: int | jax.Array = 0,
-                    dtype: str | None = None, remat: bool = False) -> AdaSRGenerator:
-    return _jit_init(_make_generator(model_config, dtype, remat), seed)
+                    dtype: str | None = None, remat: bool = False,
+                    init: str = "pytorch") -> AdaSRGenerator:
+    return _build(_make_generator(model_config, dtype, remat), seed, init, "generator")
 
 
 def abstract_generator(model_config: ml_collections.ConfigDict, dtype: str | None = None,
@@ -159,8 +179,9 @@ def abstract_generator(model_config: ml_collections.ConfigDict, dtype: str | Non
 
 
 def build_discriminator(model_config: ml_collections.ConfigDict, seed: int | jax.Array = 1,
-                        dtype: str | None = None) -> MultiScaleDiscriminator:
-    return _jit_init(_make_discriminator(model_config, dtype), seed)
+                        dtype: str | None = None, init: str = "pytorch"
+                        ) -> MultiScaleDiscriminator:
+    return _build(_make_discriminator(model_config, dtype), seed, init, "discriminator")
 
 
 def abstract_discriminator(model_config: ml_collections.ConfigDict,

@@ -151,34 +151,61 @@ def traceable_rngs(key: jax.Array | int) -> nnx.Rngs:
 
 
 def set_statistics_mean(module: nnx.Module,
-                        mean_over_devices: Callable[[jax.Array], jax.Array] | None) -> None:
+                        mean_over_devices: Callable[[jax.Array], jax.Array] | None,
+                        num_devices: int = 1) -> None:
     """Every `BatchNorm` in `module` averages its training-mode statistics with
-    `mean_over_devices` (for a step written per device, e.g. under `shard_map`); None
-    (the default) takes the statistics of the batch the module sees: a step over the
-    global batch, where XLA's partitioner does the averaging."""
+    `mean_over_devices` over `num_devices` (for a step written per device, e.g. under
+    `shard_map`); None (the default) takes the statistics of the batch the module sees:
+    a step over the global batch, where XLA's partitioner does the averaging."""
     for _, child in nnx.iter_modules(module):
         if isinstance(child, BatchNorm):
             child.mean_over_devices = mean_over_devices
+            child.num_devices = num_devices
+
+
+RUNNING_VARIANCES = ("unbiased", "biased")  # `train.batchnorm_running_var`
+
+
+def set_running_variance(module: nnx.Module, kind: str) -> None:
+    """How every `BatchNorm` in `module` folds a training batch's variance into its
+    running variance: "unbiased" (x n/(n-1), as PyTorch's BatchNorm does) or "biased"
+    (Flax's). Normalisation itself always uses the biased batch variance, in both."""
+    if kind not in RUNNING_VARIANCES:
+        raise ConfigError(f"config.train.batchnorm_running_var={kind!r}; use one of "
+                          f"{', '.join(RUNNING_VARIANCES)}")
+    for _, child in nnx.iter_modules(module):
+        if isinstance(child, BatchNorm):
+            child.unbiased_running_var = kind == "unbiased"
 
 
 class BatchNorm(nnx.BatchNorm):
     """`nnx.BatchNorm` whose training-mode statistics can be averaged over devices by a
-    caller-chosen reduction, `mean_over_devices` (see `set_statistics_mean`)."""
+    caller-chosen reduction, `mean_over_devices` (see `set_statistics_mean`), and whose
+    running variance can take the unbiased batch variance (`set_running_variance`)."""
 
     mean_over_devices: Callable[[jax.Array], jax.Array] | None = None
+    num_devices: int = 1
+    unbiased_running_var: bool = False
 
     def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
         mean_over_devices = self.mean_over_devices
         if use_running_average is None:
             use_running_average = self.use_running_average
-        if mean_over_devices is None or use_running_average or mask is not None:
+        if use_running_average or mask is not None or (
+                mean_over_devices is None and not self.unbiased_running_var):
             return super().__call__(x, use_running_average, mask=mask)
         axes = tuple(range(x.ndim - 1))  # NHWC / NDHWC: statistics per channel
         x32 = x.astype(jnp.float32)
-        mean, mean_square = mean_over_devices(
-            jnp.stack([x32.mean(axes), jnp.square(x32).mean(axes)]))
+        moments = jnp.stack([x32.mean(axes), jnp.square(x32).mean(axes)])
+        if mean_over_devices is not None:
+            moments = mean_over_devices(moments)
+        mean, mean_square = moments
         var = jnp.maximum(mean_square - jnp.square(mean), 0.0)
-        for stored, batch_value in ((self.mean, mean), (self.var, var)):
+        running_var = var
+        if self.unbiased_running_var:
+            count = math.prod(x.shape[:-1]) * self.num_devices
+            running_var = var * (count / max(count - 1, 1))
+        for stored, batch_value in ((self.mean, mean), (self.var, running_var)):
             stored[...] = jax.lax.stop_gradient(
                 self.momentum * stored[...] + (1 - self.momentum) * batch_value)
         y = (x32 - mean) * (jax.lax.rsqrt(var + self.epsilon) * self.scale[...]) \
