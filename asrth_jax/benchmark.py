@@ -187,10 +187,13 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
     if batch:  # refused before the trainer is built, not at the first compile
         sharding.check_batch_divides(batch, mesh)
     progress(f"building the trainer ({jax.default_backend()}, {jax.device_count()} devices)")
+    begin = time.perf_counter()
     trainer = TrainSetup(config, mesh,
                          random_frozen_networks(config.loss) if random_perceptual else None)
+    start = time.perf_counter()
     state = jax.block_until_ready(trainer.init_state(config.seed))
-    progress("parameters initialised")
+    timings = {"init_state_s": time.perf_counter() - start}
+    progress(f"parameters initialised ({config.train.init} init)")
     rng = np.random.default_rng(0)
     size = config.image_size
 
@@ -206,32 +209,35 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
         data = trainer.shard_batch(local)
         start = time.perf_counter()
         lowered = trainer.train_step.lower(state, data, trainer.frozen_state)
+        lowered_at = time.perf_counter()
         progress(f"train step at batch {global_batch} lowered; compiling")
         compiled = lowered.compile()
         progress(f"train step at batch {global_batch} compiled")
-        return compiled, data, time.perf_counter() - start
+        timings.update(train_lower_s=lowered_at - start,
+                       train_compile_s=time.perf_counter() - lowered_at)
+        return compiled, data
 
     result: dict[str, Any] = {}
     if batch == 0:
         probe = max(multiple, probe_batch // multiple * multiple)
-        compiled, data, _ = compile_at(probe)
+        compiled, data = compile_at(probe)
         batch = largest_fitting_batch(memory_plan(compiled), probe, limit, multiple)
         for _ in range(3):  # confirm with the real plan; shrink if the model was optimistic
-            compiled, data, compile_s = compile_at(batch)
+            compiled, data = compile_at(batch)
             need = planned_bytes(memory_plan(compiled))
             if need <= 0.95 * limit or batch == multiple:
                 break
             batch = max(multiple, int(batch * 0.9 * limit / need) // multiple * multiple)
         result.update(batch=batch, memory_limit_bytes=limit)
     else:
-        compiled, data, compile_s = compile_at(batch)
+        compiled, data = compile_at(batch)
     flops = _flops(compiled)
-    result.update({"train_compile_s": compile_s, "train_flops_per_step": flops,
-                   **memory_plan(compiled)})
+    result.update({**timings, "train_flops_per_step": flops, **memory_plan(compiled)})
     if compile_only:
         return result
     state, metrics = compiled(state, data, trainer.frozen_state)  # warm-up
     jax.block_until_ready(metrics)
+    result["train_first_step_s"] = time.perf_counter() - begin  # trainer built to step done
     progress("warm-up step done; timing")
     times = []
     for _ in range(steps):
@@ -262,6 +268,7 @@ def benchmark_inference(config, batch: int, steps: int, dtype: str | None) -> di
     from asrth_jax import inference
     from asrth_jax.models import adasr
 
+    start = time.perf_counter()
     animator = inference.make_animator(adasr.build_generator(config.model, dtype=dtype), batch)
     rng = np.random.default_rng(1)
     size = config.image_size
@@ -269,15 +276,16 @@ def benchmark_inference(config, batch: int, steps: int, dtype: str | None) -> di
     src = animator.encode_source(rng.integers(0, 256, (size, size, 3), np.uint8))
     frames = rng.integers(0, 256, (batch, size, size, 3), np.uint8)
     motion = animator.prepare_motion(src, frames[0], relative=True)
-    start = time.perf_counter()
+    render_start = time.perf_counter()
     animator.render(src, frames, motion)  # compiles the renderer
-    compile_s = time.perf_counter() - start
+    compile_s = time.perf_counter() - render_start
+    first_frame_s = time.perf_counter() - start
     progress(f"inference at batch {batch} compiled")
     frame_s = float(np.median(_timed(animator.render, src, frames, motion,
                                      repeats=steps))) / batch
     flops = _flops(animator.lower_render(src, frames, motion).compile())
-    return {"inference_compile_s": compile_s, "inference_s_per_frame": frame_s,
-            "inference_frames_per_s": 1.0 / frame_s,
+    return {"inference_compile_s": compile_s, "inference_first_frame_s": first_frame_s,
+            "inference_s_per_frame": frame_s, "inference_frames_per_s": 1.0 / frame_s,
             "inference_flops_per_frame": flops / batch}
 
 
@@ -288,6 +296,7 @@ def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: boo
     with config.unlocked():
         config.train.compute_dtype = dtype
         config.train.remat = remat
+    meter = compile_cache.CompileMeter()
     device = jax.devices()[0]
     result: dict[str, Any] = {
         "config_image_size": config.image_size, "batch": batch, "dtype": dtype,
@@ -311,6 +320,7 @@ def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: boo
         result["inference_mfu"] = (result["inference_flops_per_frame"]
                                    / result["inference_s_per_frame"] / peak)
     result["peak_memory_bytes"] = peak_memory_bytes(device)
+    result.update(meter.summary())
     return result
 
 

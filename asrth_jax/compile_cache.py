@@ -20,6 +20,9 @@ from pathlib import Path
 import jax
 
 ENV_DIR = "ASRTH_JAX_CACHE_DIR"
+# JAX's monitoring events (jax/_src/dispatch.py, compiler.py).
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 # Programs that compile faster than this are not worth a disk round-trip.
 MIN_COMPILE_SECONDS = 0.5
 
@@ -58,3 +61,30 @@ def add_flag(parser: argparse.ArgumentParser) -> None:
 def enable_if(on: bool) -> Path | None:
     """`enable()` when the command's cache flag is on (its default)."""
     return enable() if on else None
+
+
+class CompileMeter:
+    """What XLA compiled in this process since the meter was made: seconds spent in
+    backend compiles (a program served from the persistent cache costs none) and the
+    programs the cache served. Reads JAX's monitoring events; a process keeps its
+    meters' listeners to its end, so make one per process (a CLI run, a benchmark)."""
+
+    def __init__(self) -> None:
+        self.compile_s = 0.0
+        self.compiles = 0
+        self.cache_hits = 0
+        jax.monitoring.register_event_duration_secs_listener(self._on_duration)
+        jax.monitoring.register_event_listener(self._on_event)
+
+    def _on_duration(self, event: str, duration: float, **_) -> None:
+        if event == BACKEND_COMPILE_EVENT:
+            self.compile_s += duration
+            self.compiles += 1
+
+    def _on_event(self, event: str, **_) -> None:
+        if event == CACHE_HIT_EVENT:
+            self.cache_hits += 1
+
+    def summary(self) -> dict[str, float | int]:
+        return {"xla_compile_s": self.compile_s, "xla_compiles": self.compiles,
+                "compile_cache_hits": self.cache_hits}

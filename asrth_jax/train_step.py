@@ -298,7 +298,7 @@ def make_step_defs(config: ml_collections.ConfigDict, frozen: FrozenNetworks
 def init_state(defs: StepDefs, seed: jax.Array) -> TrainState:
     """Freshly initialised networks and optimisers with Flax's initialisers
     (`train.init="flax"`; pure: jit it). `TrainSetup.init_state` draws the default,
-    PyTorch's initialisation, on the host instead (`host_init_state`)."""
+    PyTorch's initialisation, on the host instead (`host_networks`)."""
     # Weights from the cheap-to-compile rbg generator (see adasr._jit_init); the
     # train-time key stream stays threefry so it is identical on every backend.
     gen_key, disc_key = jax.random.split(jax.random.key(seed, impl="unsafe_rbg"))
