@@ -1,11 +1,15 @@
 import os
 import sys
+import tempfile
 
 import pytest
 
 # Tests import helpers that sit beside them (e.g. `reference_torch`).
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The CLIs turn the persistent compilation cache on (`asrth_jax.compile_cache`): tests that
+# call them share one throwaway cache instead of the user's ~/.cache.
+os.environ.setdefault("ASRTH_JAX_CACHE_DIR", tempfile.mkdtemp(prefix="asrth_jax_test_cache_"))
 
 
 @pytest.fixture(scope="session")
