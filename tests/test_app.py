@@ -198,3 +198,24 @@ def test_bad_start_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         app.main(["--checkpoint", "c", "--config", str(config), "--port", "70000"])
     assert "--port" in str(exc.value.code)
+
+
+def test_stop_ends_a_long_animation(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open(browser, server["url"])
+    _upload(browser, "portrait", REAL / "demo_img_1.jpg")
+    _upload(browser, "driving", REAL / "390.mp4")  # 240 frames; the limit keeps all
+    WebDriverWait(browser, 120).until(
+        lambda b: "240 frames at 24 fps" in b.find_element(By.ID, "driving-info").text)
+    browser.find_element(By.ID, "animate").click()
+    # once the progress bar counts frames the request is rendering: stop it
+    WebDriverWait(browser, PAGE_TIMEOUT, poll_frequency=0.2).until(
+        lambda b: "animating" in b.find_element(By.TAG_NAME, "body").text)
+    browser.find_element(By.ID, "stop").click()
+    WebDriverWait(browser, PAGE_TIMEOUT).until(
+        lambda b: "Stopped after" in b.find_element(By.ID, "status").text)
+    status = browser.find_element(By.ID, "status").text
+    assert "of 240 frames; nothing was kept." in status, status
+    assert not browser.find_elements(By.CSS_SELECTOR, "#result-video video[src]")
