@@ -61,12 +61,26 @@ def last_evaluation(workdir: str | Path) -> tuple[int, dict[str, float]]:
             raise LearningCheckError(f"{log} line {number} is not JSON; the log is damaged, "
                                      "rerun the training into a fresh workdir") from None
         if isinstance(row, dict) and all(f"eval/{k}" in row for k in _KEYS):
-            found = int(row.get("step", -1)), {k: float(row[f"eval/{k}"]) for k in _KEYS}
+            fields = {"step": row.get("step", -1), **{k: row[f"eval/{k}"] for k in _KEYS}}
+            wrong = next((k for k, v in fields.items() if not _is_number(v)
+                          or (k == "step" and not isinstance(v, int))), None)
+            if wrong is not None:
+                raise LearningCheckError(
+                    f"{log} line {number}: {'step' if wrong == 'step' else 'eval/' + wrong} "
+                    f"is {fields[wrong]!r}, not a number; the log is damaged, rerun the "
+                    "training into a fresh workdir")
+            found = int(fields.pop("step")), {k: float(v) for k, v in fields.items()}
     if found is None:
         raise LearningCheckError(f"{log} has no evaluation with the motion metrics; they are "
                                  "logged on synthetic data (config.data.kind='synthetic') "
                                  "every config.eval.every_steps")
     return found
+
+
+def _is_number(value: object) -> bool:
+    # JSON numbers only: a bool is an int to Python, and a string such as "0.5" or
+    # "nan" is not what the evaluator writes.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def bars(scores: dict[str, float]) -> list[Bar]:

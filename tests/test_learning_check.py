@@ -58,3 +58,20 @@ def test_unusable_logs_get_one_line_errors(tmp_path):
     (run / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "eval/mod')
     with pytest.raises(SystemExit, match="line 2 is not JSON"):
         learning_check.main([str(run)])
+
+
+@pytest.mark.parametrize("field, value", [
+    ("eval/model_l1", "0.05"), ("eval/model_landmark_error", None),
+    ("eval/no_motion_l1", [0.07]), ("eval/model_moving_l1", True), ("step", "160"),
+    ("step", 1e400)])
+def test_wrongly_typed_values_are_one_line(tmp_path, field, value):
+    """Issue 28: a log row whose value is not a number (hand-edited, written by other
+    code) is one line naming the line and the key, not a traceback from float()."""
+    row = _eval_row(160)
+    row[field] = value
+    run = _write(tmp_path / "run", [_eval_row(80), row])
+    with pytest.raises(SystemExit) as info:
+        learning_check.main([str(run)])
+    message = str(info.value.code)
+    assert message.startswith("error: ") and "\n" not in message
+    assert f"line 2: {field} is" in message and "not a number" in message
