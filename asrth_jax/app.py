@@ -161,7 +161,7 @@ def make_handler(animator: Animator, image_size: int, workdir: Path, *,
         opts = animate.AnimateOptions(
             source=source, driving=drive,
             out=str(out_dir / ("result.png" if image_driver else "result.mp4")),
-            crop=bool(crop), paste_back=bool(paste) and bool(crop),
+            crop=bool(crop), paste_back=bool(paste),
             center_crop_fallback=bool(centre_crop), relative=motion != "absolute",
             adapt_scale=bool(adapt_scale), find_best_frame=bool(best_frame),
             yaw=float(yaw) if fix_angles else None, pitch=float(pitch) if fix_angles else None,

@@ -134,6 +134,10 @@ def test_errors_are_in_the_pages_words(handlers, tmp_path):
     assert err.value.message.startswith("cannot read image photo.jpg: not a decodable image")
     for message in (err.value.message,):
         assert "--" not in message and str(tmp_path) not in message
+    with pytest.raises(gr.Error) as err:
+        _request(handlers, REAL / "demo_img_1.jpg", REAL / "390.mp4", crop=False)
+    assert err.value.message == ("“Paste back into the portrait” puts the face crop back into "
+                                 "the portrait, so it needs “Face crop”")
     # the centre crop as an explicit choice: it runs, and says so
     _, _, status = _request(handlers, wall, REAL / "390.mp4", centre=True, frame_limit=2)
     assert "no face found in the portrait wall.png: its centre square was used" in status
