@@ -141,3 +141,13 @@ def test_errors_are_in_the_pages_words(handlers, tmp_path):
     # the centre crop as an explicit choice: it runs, and says so
     _, _, status = _request(handlers, wall, REAL / "390.mp4", centre=True, frame_limit=2)
     assert "no face found in the portrait wall.png: its centre square was used" in status
+
+
+def test_server_limits_have_defaults_and_are_checked_at_start():
+    from asrth_jax import app
+
+    args = app._parse(["--checkpoint", "c", "--config", "f"])
+    assert (args.max_frames, args.max_portrait_side, args.max_upload_mb) == (1500, 2048, 200)
+    for flag in ("--max-frames", "--max-portrait-side", "--max-upload-mb"):
+        with pytest.raises(SystemExit, match=f"^error: {flag} must be >= 1, got 0$"):
+            app.main(["--checkpoint", "c", "--config", "f", flag, "0"])
