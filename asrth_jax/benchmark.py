@@ -3,12 +3,22 @@
     python -m asrth_jax.benchmark --config configs/vox.py --batch 8 --dtype bfloat16 \
         [--remat] [--steps 10] [--out bench.json] [--profile DIR] [--compile-only]
 
+    python -m asrth_jax.benchmark --config configs/vox.py --inference-only \
+        --inference-batches 1,8 --dtype bfloat16 --out animate.json
+    python -m asrth_jax.benchmark --matmul-only [--matmul-size 8192] --out matmul.json
+
 Reports compile time, steady-state train step time, pairs/s, inference frames/s
 (source encoded once, then keypoints + pose + generator per driving frame), compiled
 FLOPs per step and per frame (XLA cost analysis), model-FLOPs utilisation against
 the device's peak, XLA's memory plan of the step and peak device memory. Prints a
 table and writes JSON. `--profile DIR` traces a few steps with `jax.profiler` and
 prints where device time goes (`asrth_jax.profile_summary`).
+
+`--out` is rewritten (beside, then renamed) after every phase: the trainer initialised,
+each train-step compile, the timed steps, each inference batch, the end. Its `phase`
+key says how far the run got, so a run cut off by a timeout still leaves what it
+measured. `--matmul-only` times a chain of square matmuls instead: the rate this
+device reaches in practice, the ceiling beside the datasheet's `PEAK_FLOPS`.
 
 The perceptual trunk is randomly initialised unless `--perceptual-weights config` is
 given: its weights change no timing, and this way the benchmark needs neither
@@ -21,12 +31,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -80,6 +94,41 @@ def _timed(fn, *args, repeats: int) -> list[float]:
 
 
 _START = time.perf_counter()
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (interpreter start and imports included), from
+    /proc where there is one, else since this module was imported."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _START
+
+
+def xla_flag_settings(flags: str | None = None) -> dict[str, Any]:
+    """The XLA_FLAGS this run sees and the GPU autotune level they set (None: XLA's
+    default, 4); the last occurrence of a flag wins, as in XLA."""
+    flags = os.environ.get("XLA_FLAGS", "") if flags is None else flags
+    levels = re.findall(r"--xla_gpu_autotune_level=(\d+)", flags)
+    return {"xla_flags": flags, "xla_gpu_autotune_level": int(levels[-1]) if levels else None}
+
+
+Record = Callable[[str, dict[str, Any]], None]
+
+
+def _ignore(phase: str, values: dict[str, Any]) -> None:
+    del phase, values
+
+
+def write_json(path: str | os.PathLike, result: dict[str, Any]) -> None:
+    """`result` as one JSON line, written beside `path` and renamed over it: a reader (or
+    a kill) never sees half a file."""
+    from asrth_jax import cli_args
+
+    with cli_args.replaced_when_whole(path) as temporary:
+        Path(temporary).write_text(json.dumps(result) + "\n")
 
 
 def progress(message: str) -> None:
@@ -172,8 +221,12 @@ def random_train_batch(rng: np.random.Generator, batch: int, size: int, *, pose:
 
 def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool = True,
                     compile_only: bool = False, profile_dir: str | None = None,
-                    probe_batch: int = 4) -> dict[str, Any]:
-    """`batch` 0 means the largest batch XLA's memory plan says fits the device."""
+                    probe_batch: int = 4, probe_plan: tuple[dict[str, int], int] | None = None,
+                    record: Record = _ignore) -> dict[str, Any]:
+    """`batch` 0 means the largest batch XLA's memory plan says fits the device, sized
+    from a probe compile at `probe_batch`, or from `probe_plan` (an earlier run's plan
+    and its batch), which saves that compile. Each phase's figures go to
+    `record(phase, values)` as soon as they are measured."""
     from asrth_jax import sharding, train_step
     from asrth_jax.train_step import TrainSetup
 
@@ -194,8 +247,10 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
     state = jax.block_until_ready(trainer.init_state(config.seed))
     timings = {"init_state_s": time.perf_counter() - start}
     progress(f"parameters initialised ({config.train.init} init)")
+    record("init", dict(timings))
     rng = np.random.default_rng(0)
     size = config.image_size
+    compiles: list[dict[str, Any]] = []
 
     def compile_at(global_batch: int):
         sharding.check_batch_divides(global_batch, mesh)
@@ -215,13 +270,24 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
         progress(f"train step at batch {global_batch} compiled")
         timings.update(train_lower_s=lowered_at - start,
                        train_compile_s=time.perf_counter() - lowered_at)
+        plan = memory_plan(compiled)
+        # Every compile is kept: the search for the largest batch compiles several.
+        compiles.append({"batch": global_batch, "lower_s": timings["train_lower_s"],
+                         "compile_s": timings["train_compile_s"],
+                         "planned_bytes": planned_bytes(plan) if plan else None})
+        record("compiled", {**timings, "train_compiles": list(compiles)})
         return compiled, data
 
     result: dict[str, Any] = {}
     if batch == 0:
-        probe = max(multiple, probe_batch // multiple * multiple)
-        compiled, data = compile_at(probe)
-        batch = largest_fitting_batch(memory_plan(compiled), probe, limit, multiple)
+        if probe_plan is None:
+            probe = max(multiple, probe_batch // multiple * multiple)
+            compiled, data = compile_at(probe)
+            plan = memory_plan(compiled)
+        else:
+            plan, probe = probe_plan
+        batch = largest_fitting_batch(plan, probe, limit, multiple)
+        progress(f"largest batch from the plan at batch {probe}: {batch}")
         for _ in range(3):  # confirm with the real plan; shrink if the model was optimistic
             compiled, data = compile_at(batch)
             need = planned_bytes(memory_plan(compiled))
@@ -232,13 +298,17 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
     else:
         compiled, data = compile_at(batch)
     flops = _flops(compiled)
-    result.update({**timings, "train_flops_per_step": flops, **memory_plan(compiled)})
+    result.update({**timings, "train_compiles": compiles, "train_flops_per_step": flops,
+                   **memory_plan(compiled)})
+    record("compiled", result)
     if compile_only:
         return result
     state, metrics = compiled(state, data, trainer.frozen_state)  # warm-up
     jax.block_until_ready(metrics)
     result["train_first_step_s"] = time.perf_counter() - begin  # trainer built to step done
+    result["train_first_step_since_process_start_s"] = process_age_s()
     progress("warm-up step done; timing")
+    record("first_step", result)
     times = []
     for _ in range(steps):
         start = time.perf_counter()
@@ -248,6 +318,7 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
     step_s = float(np.median(times))
     result.update(train_step_s=step_s, train_pairs_per_s=batch / step_s,
                   train_loss_finite=bool(np.isfinite(float(metrics["generator_total"]))))
+    record("steps", result)
     if profile_dir:
         from asrth_jax.profile_summary import summarize_trace
 
@@ -256,6 +327,7 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
                 state, metrics = compiled(state, data, trainer.frozen_state)
             jax.block_until_ready(metrics)
         result["train_profile"] = summarize_trace(profile_dir)
+        record("profile", result)
     return result
 
 
@@ -264,7 +336,8 @@ def benchmark_inference(config, batch: int, steps: int, dtype: str | None) -> di
     once, then per driving frame its head pose, keypoints, dense motion and decoder, in
     batches of `batch`, relative motion), on random frames with random weights: compile
     time, seconds per frame (median of `steps` batches, host copy included) and compiled
-    FLOPs per frame."""
+    FLOPs per frame. `inference_first_frame_s` runs from building the generator to the
+    first rendered batch on the host."""
     from asrth_jax import inference
     from asrth_jax.models import adasr
 
@@ -280,19 +353,54 @@ def benchmark_inference(config, batch: int, steps: int, dtype: str | None) -> di
     animator.render(src, frames, motion)  # compiles the renderer
     compile_s = time.perf_counter() - render_start
     first_frame_s = time.perf_counter() - start
+    since_start = process_age_s()
     progress(f"inference at batch {batch} compiled")
     frame_s = float(np.median(_timed(animator.render, src, frames, motion,
                                      repeats=steps))) / batch
     flops = _flops(animator.lower_render(src, frames, motion).compile())
     return {"inference_compile_s": compile_s, "inference_first_frame_s": first_frame_s,
+            "inference_first_frame_since_process_start_s": since_start,
             "inference_s_per_frame": frame_s, "inference_frames_per_s": 1.0 / frame_s,
             "inference_flops_per_frame": flops / batch}
 
 
+def matmul_rate(size: int = 8192, dtype: str = "bfloat16", chain: int = 8,
+                repeats: int = 5) -> dict[str, Any]:
+    """FLOP/s of one jitted program of `chain` dependent `size`x`size` matmuls (median of
+    `repeats` runs after a warm-up): what the device's matrix units reach in practice,
+    the ceiling the model's MFU is read against beside the datasheet peak."""
+    keys = jax.random.split(jax.random.key(0), 2)
+    x = jax.random.normal(keys[0], (size, size), dtype)
+    # Scaled so that the chain's values stay near 1 (no inf/denormal slow paths).
+    w = (jax.random.normal(keys[1], (size, size), jnp.float32) / np.sqrt(size)).astype(dtype)
+
+    @jax.jit
+    def chained(x, w):
+        return jax.lax.fori_loop(0, chain, lambda _, y: y @ w, x)
+
+    start = time.perf_counter()
+    jax.block_until_ready(chained(x, w))
+    compile_s = time.perf_counter() - start
+    seconds = float(np.median(_timed(chained, x, w, repeats=repeats)))
+    flops = 2.0 * size ** 3 * chain
+    device = jax.devices()[0]
+    peak = device_peak_flops(device, dtype)
+    rate = flops / seconds
+    return {"matmul_size": size, "matmul_dtype": dtype, "matmul_chain": chain,
+            "matmul_compile_s": compile_s, "matmul_s": seconds, "matmul_flops_per_s": rate,
+            "peak_flops_per_device": peak, "matmul_over_peak": rate / peak if peak else None,
+            "device": device.device_kind, "backend": jax.default_backend()}
+
+
 def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: bool = False,
         *, random_perceptual: bool = True, compile_only: bool = False,
-        skip_inference: bool = False,
-        profile_dir: str | None = None) -> dict[str, Any]:
+        skip_inference: bool = False, profile_dir: str | None = None,
+        inference_batches: tuple[int, ...] = (),
+        probe_plan: tuple[dict[str, int], int] | None = None,
+        record: Record = _ignore) -> dict[str, Any]:
+    """The whole benchmark; `record(phase, result_so_far)` after every phase (main() writes
+    it to --out). `inference_batches` (default: the train batch) are each measured in
+    turn; the first one's figures are also the flat `inference_*` keys."""
     with config.unlocked():
         config.train.compute_dtype = dtype
         config.train.remat = remat
@@ -301,26 +409,42 @@ def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: boo
     result: dict[str, Any] = {
         "config_image_size": config.image_size, "batch": batch, "dtype": dtype,
         "remat": remat, "device": device.device_kind, "num_devices": jax.device_count(),
-        "backend": jax.default_backend(),
+        "backend": jax.default_backend(), "jax_version": jax.__version__,
+        **xla_flag_settings(), "phase": "start",
     }
-    if not skip_train:
-        result.update(benchmark_train(config, batch, steps, random_perceptual=random_perceptual,
-                                      compile_only=compile_only, profile_dir=profile_dir))
-        batch = result["batch"]
-    if not compile_only and not skip_inference:
-        result.update(benchmark_inference(config, batch, steps,
-                                          None if dtype == "float32" else dtype))
     peak = device_peak_flops(device, dtype)
     result["peak_flops_per_device"] = peak
+
+    def update(phase: str, values: dict[str, Any]) -> None:
+        result.update(values)
+        result.update(meter.summary(), phase=phase,
+                      peak_memory_bytes=peak_memory_bytes(device))
+        record(phase, result)
+
+    update("start", {})
+    if not skip_train:
+        benchmark_train(config, batch, steps, random_perceptual=random_perceptual,
+                        compile_only=compile_only, profile_dir=profile_dir,
+                        probe_plan=probe_plan, record=update)
+        batch = result["batch"]
+    if not compile_only and not skip_inference:
+        batches = inference_batches or (batch,)
+        by_batch: dict[str, dict[str, Any]] = {}
+        for each in batches:
+            figures = benchmark_inference(config, each, steps,
+                                          None if dtype == "float32" else dtype)
+            if peak:
+                figures["inference_mfu"] = (figures["inference_flops_per_frame"]
+                                            / figures["inference_s_per_frame"] / peak)
+            by_batch[str(each)] = figures
+            update(f"inference_batch_{each}", {**by_batch[str(batches[0])],
+                                               "inference_batch": batches[0],
+                                               "inference_by_batch": by_batch})
     if peak and "train_step_s" in result:
         achieved = result["train_flops_per_step"] / result["train_step_s"]
         # cost_analysis counts the whole (SPMD) program; divide over devices.
         result["train_mfu"] = achieved / (peak * jax.device_count())
-    if peak and "inference_s_per_frame" in result:
-        result["inference_mfu"] = (result["inference_flops_per_frame"]
-                                   / result["inference_s_per_frame"] / peak)
-    result["peak_memory_bytes"] = peak_memory_bytes(device)
-    result.update(meter.summary())
+    update("done", {})
     return result
 
 
@@ -328,7 +452,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     from asrth_jax import cli_args
 
     parser = cli_args.OneLineParser(prog="python -m asrth_jax.benchmark")
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config", default=None, help="required unless --matmul-only")
     parser.add_argument("--batch", type=cli_args.non_negative_int, default=None,
                         help="global batch (default: the config's; 0: the largest that "
                         "XLA's memory plan fits on the device)")
@@ -336,28 +460,55 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--remat", action="store_true")
     parser.add_argument("--steps", type=cli_args.positive_int, default=5, help="timed repeats")
     parser.add_argument("--inference-only", action="store_true")
+    parser.add_argument("--inference-batches", type=_batch_list, default=(), metavar="N,N",
+                        help="measure inference at each of these batches in turn (default: "
+                        "--batch)")
+    parser.add_argument("--plan-from", default=None, metavar="JSON",
+                        help="with --batch 0: size the batch from the memory plan in this "
+                        "earlier --out of the same config instead of a probe compile")
     parser.add_argument("--skip-inference", action="store_true")
     parser.add_argument("--compile-only", action="store_true",
                         help="compile the train step and report FLOPs and XLA's memory plan")
+    parser.add_argument("--matmul-only", action="store_true",
+                        help="only time a chain of square matmuls in --matmul-dtype: the "
+                        "device's practical FLOP/s ceiling")
+    parser.add_argument("--matmul-size", type=cli_args.positive_int, default=8192)
+    parser.add_argument("--matmul-dtype", choices=("float32", "bfloat16"), default="bfloat16")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="trace 3 train steps into DIR and summarise device time")
     parser.add_argument("--perceptual-weights", choices=("random", "config"), default="random",
                         help="'config' loads the configured trunk's weights (timing is the same)")
-    parser.add_argument("--out", default=None, help="write the JSON here too")
+    parser.add_argument("--out", default=None,
+                        help="write the JSON here too (rewritten after every phase)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     compile_cache.add_flag(parser)
     return parser.parse_args(argv)
+
+
+def _batch_list(text: str) -> tuple[int, ...]:
+    from asrth_jax import cli_args
+
+    return tuple(cli_args.positive_int(part) for part in text.split(","))
 
 
 def _check_args(args: argparse.Namespace) -> None:
     """Refuses bad flag combinations and output paths before anything is built."""
     from asrth_jax import cli_args
 
+    if args.matmul_only:
+        if args.config or args.inference_only or args.compile_only or args.profile:
+            raise ValueError("--matmul-only runs alone; drop --config, --inference-only, "
+                             "--compile-only and --profile")
+    elif not args.config:
+        raise ValueError("--config is required (or --matmul-only)")
     if args.inference_only and args.skip_inference:
         raise ValueError("--inference-only and --skip-inference together leave nothing to run")
     if args.inference_only and (args.compile_only or args.profile):
         raise ValueError("--compile-only and --profile measure the train step; drop "
                          "--inference-only")
+    if args.inference_batches and not args.inference_only:
+        raise ValueError("--inference-batches goes with --inference-only (a train run "
+                         "measures inference at its train batch)")
     if args.out:
         cli_args.check_output_file(args.out, "--out", overwrite=args.overwrite)
     if args.profile:
@@ -367,6 +518,35 @@ def _check_args(args: argparse.Namespace) -> None:
                                            "directory")
         if not Path(args.profile).exists():
             cli_args.check_output_dir(args.profile, "--profile", overwrite=False)
+
+
+def earlier_plan(path: str | None) -> tuple[dict[str, int], int] | None:
+    """The train step's memory plan and batch from an earlier --out; None (the probe
+    compiles as usual) when the file is absent or that run did not get to its plan."""
+    if not path:
+        return None
+    try:
+        earlier = json.loads(Path(path).read_text())
+        plan = {k: int(v) for k, v in earlier.items()
+                if k.startswith("train_") and k.endswith("_in_bytes")}
+        planned_bytes(plan)
+        return plan, int(earlier["batch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        progress(f"no memory plan in {path}; compiling a probe batch")
+        return None
+
+
+def _print(result: dict[str, Any]) -> None:
+    for key, value in result.items():
+        if key in ("train_profile", "train_compiles", "inference_by_batch"):
+            continue
+        shown = f"{value:.4g}" if isinstance(value, float) else value
+        print(f"{key:>28}: {shown}")
+    if "train_profile" in result:
+        from asrth_jax.profile_summary import format_summary
+
+        print(format_summary(result["train_profile"]))
+    print(json.dumps(result))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,6 +559,18 @@ def main(argv: list[str] | None = None) -> int:
         _check_args(args)
     except ValueError as exc:
         raise cli_args.fail(str(exc)) from None
+
+    def save(phase: str, result: dict[str, Any]) -> None:
+        if args.out:
+            write_json(args.out, result)
+
+    if args.matmul_only:
+        progress(f"{args.matmul_size}x{args.matmul_size} {args.matmul_dtype} matmuls")
+        result = {**matmul_rate(args.matmul_size, args.matmul_dtype, repeats=args.steps),
+                  **xla_flag_settings(), "phase": "done"}
+        save("done", result)
+        _print(result)
+        return 0
     try:
         config = load_config_file(args.config)
     except ConfigError as exc:
@@ -391,23 +583,13 @@ def main(argv: list[str] | None = None) -> int:
         result = run(config, batch, args.dtype, args.remat, args.steps, args.inference_only,
                      random_perceptual=args.perceptual_weights == "random",
                      compile_only=args.compile_only, profile_dir=args.profile,
-                     skip_inference=args.skip_inference)
+                     skip_inference=args.skip_inference,
+                     inference_batches=args.inference_batches,
+                     probe_plan=earlier_plan(args.plan_from) if batch == 0 else None,
+                     record=save)
     except (ValueError, FileNotFoundError) as exc:
         raise cli_args.fail(str(exc)) from None
-    for key, value in result.items():
-        if key == "train_profile":
-            continue
-        shown = f"{value:.4g}" if isinstance(value, float) else value
-        print(f"{key:>28}: {shown}")
-    if "train_profile" in result:
-        from asrth_jax.profile_summary import format_summary
-
-        print(format_summary(result["train_profile"]))
-    text = json.dumps(result)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    _print(result)
     return 0
 
 

@@ -8,6 +8,7 @@ is checked with a stand-in interpreter ($PYTHON) that only sleeps or fails.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -678,57 +679,201 @@ def test_local_multiprocess_one_failure_stops_the_rest(tmp_path):
 
 # --------------------------------------------------------------------------- gpu_benchmark.sh
 
+BENCH_CASES = ["vox_b32", "vox_max", "hdtf512_b4", "animate_512_bf16", "animate_512_fp32",
+               "animate_256_bf16", "animate_256_fp32", "torch_reference", "matmul_bf16"]
 
-def _bench_cases(*args: str) -> list[tuple[dict[str, str], list[str]]]:
-    proc = run("gpu_benchmark.sh", "--dry-run", *args)
+
+def _bench_cases(*args: str, **env: str) -> list[tuple[int, dict[str, str], list[str]]]:
+    """(budget, env, argv after the interpreter) of each command a dry run prints."""
+    proc = run("gpu_benchmark.sh", "--dry-run", "--wheels", "/nonexistent", *args, **env)
     assert proc.returncode == 0, proc.stderr
     cases = []
     for cmd in commands(proc.stdout):
         if cmd[0] == "timeout":
-            env, argv = env_and_argv(cmd[2:])
-            cases.append((env, argv[argv.index("asrth_jax.benchmark") + 1:]))
+            assert cmd[1] == "--kill-after=10"
+            env_vars, argv = env_and_argv(cmd[3:])
+            cases.append((int(cmd[2]), env_vars, argv[1:]))
     return cases
 
 
-def test_gpu_benchmark_matrix_defaults():
+def _case_name(argv: list[str]) -> str:
+    if "preflight" in argv:
+        return "preflight"
+    return Path(flag_value(argv, "--out")).stem
+
+
+def test_gpu_benchmark_runs_the_cases_in_order_each_under_its_budget():
     cases = _bench_cases()
-    assert [(flag_value(a, "--config"), "--remat" in a) for _, a in cases] == [
-        ("configs/vox.py", False), ("configs/vox.py", True),
-        ("configs/hdtf_512.py", False), ("configs/hdtf_512.py", True)]
-    for env, argv in cases:
-        assert flag_value(argv, "--dtype") == "bfloat16"
-        assert flag_value(argv, "--batch") == "0"  # largest that fits
+    assert [_case_name(a) for _, _, a in cases] == ["preflight", "smoke", *BENCH_CASES]
+    budgets = {_case_name(a): b for b, _, a in cases}
+    # Sized for a 15-minute lease: all budgets together within 12 minutes.
+    assert sum(budgets.values()) <= 12 * 60
+    assert all(b >= 30 for b in budgets.values())
+    by_name = {_case_name(a): a for _, _, a in cases}
+    for _, env, _ in cases:
         assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.92"
         assert "--xla_gpu_autotune_level=4" in env["XLA_FLAGS"].split()
-    # Profiled without remat; inference measured once per config.
-    assert ["--profile" in a for _, a in cases] == [True, False, True, False]
-    assert ["--skip-inference" in a for _, a in cases] == [False, True, False, True]
-    assert flag_value(cases[0][1], "--out") == "runs/gpu_benchmark/vox_bfloat16_remat-off.json"
+        assert "PYTHONPATH" not in env  # no wheels in /nonexistent
+    assert flag_value(by_name["preflight"], "--backend") == "gpu"
+    smoke = by_name["smoke"]
+    assert flag_value(smoke, "--config") == "tests/tiny_train_config.py"
+    assert "--skip-inference" in smoke and flag_value(smoke, "--steps") == "1"
+    vox = by_name["vox_b32"]
+    assert (flag_value(vox, "--config"), flag_value(vox, "--batch"),
+            flag_value(vox, "--dtype")) == ("configs/vox.py", "32", "bfloat16")
+    assert "--skip-inference" in vox and "--remat" not in vox and "--profile" not in vox
+    largest = by_name["vox_max"]
+    assert flag_value(largest, "--batch") == "0"
+    assert flag_value(largest, "--plan-from") == "runs/gpu_benchmark/vox_b32.json"
+    hdtf = by_name["hdtf512_b4"]
+    assert (flag_value(hdtf, "--config"), flag_value(hdtf, "--batch")) == (
+        "configs/hdtf_512.py", "4")
+    for size, config in (("512", "configs/hdtf_512.py"), ("256", "configs/vox.py")):
+        for short, dtype in (("bf16", "bfloat16"), ("fp32", "float32")):
+            argv = by_name[f"animate_{size}_{short}"]
+            assert "--inference-only" in argv and flag_value(argv, "--config") == config
+            assert flag_value(argv, "--dtype") == dtype
+            assert flag_value(argv, "--inference-batches") == "1,8"
+    torch = by_name["torch_reference"]
+    assert torch[0] == "tests/torch_reference_benchmark.py"
+    assert (flag_value(torch, "--sizes"), flag_value(torch, "--dtypes"),
+            flag_value(torch, "--batches"), flag_value(torch, "--device")) == (
+        "512,256", "bfloat16,float32", "1,8", "cuda")
+    matmul = by_name["matmul_bf16"]
+    assert "--matmul-only" in matmul and flag_value(matmul, "--matmul-size") == "8192"
+    assert flag_value(matmul, "--out") == "runs/gpu_benchmark/matmul_bf16.json"
 
 
 def test_gpu_benchmark_options():
-    cases = _bench_cases("--configs", "configs/demo.py", "--remat", "on", "--dtype", "float32",
-                         "--batch", "8", "--out", "o", "--autotune-level", "2")
-    assert len(cases) == 1
-    env, argv = cases[0]
-    assert "--remat" in argv and "--skip-inference" not in argv
-    assert flag_value(argv, "--batch") == "8" and flag_value(argv, "--dtype") == "float32"
-    assert flag_value(argv, "--out") == "o/demo_float32_remat-on.json"
-    assert "--xla_gpu_autotune_level=2" in env["XLA_FLAGS"].split()
+    cases = _bench_cases("--only", "hdtf512_b4,matmul_bf16", "--budget", "hdtf512_b4=200",
+                         "--total", "250", "--remat", "--profile", "--out", "o", "--steps", "3",
+                         "--autotune-level", "2", "--no-compile-cache", "--overwrite",
+                         XLA_FLAGS="--xla_dump_to=/tmp/x")
+    assert [_case_name(a) for _, _, a in cases] == ["preflight", "smoke", "hdtf512_b4",
+                                                     "matmul_bf16"]
+    budgets = [b for b, _, _ in cases]
+    assert budgets[2] == 200  # the override; every budget is capped by --total
+    assert max(budgets) <= 250
+    env, hdtf = cases[2][1], cases[2][2]
+    assert "--remat" in hdtf and "--profile" in hdtf and "--no-compile-cache" in hdtf
+    assert flag_value(hdtf, "--steps") == "3" and "--overwrite" in hdtf
+    assert flag_value(hdtf, "--out") == "o/hdtf512_b4.json"
+    flags = env["XLA_FLAGS"].split()
+    assert "--xla_gpu_autotune_level=2" in flags and flags[-1] == "--xla_dump_to=/tmp/x"
+    assert [_case_name(a) for _, _, a in _bench_cases("--smoke-only")] == ["preflight", "smoke"]
+
+
+def test_gpu_benchmark_tiny_points_every_case_at_the_test_config(tmp_path):
+    (tmp_path / "ml_collections-1.1.0-py3-none-any.whl").write_bytes(b"")
+    cases = _bench_cases("--tiny", "--wheels", str(tmp_path))
+    for _, env, argv in cases:
+        assert env["PYTHONPATH"] == str(tmp_path / "ml_collections-1.1.0-py3-none-any.whl")
+        if "--config" in argv:
+            assert flag_value(argv, "--config") == "tests/tiny_train_config.py"
+        assert flag_value(argv, "--batch") != "0" if "--batch" in argv else True
+    by_name = {_case_name(a): a for _, _, a in cases}
+    assert "--backend" not in by_name["preflight"]
+    assert flag_value(by_name["torch_reference"], "--device") == "cpu"
+    assert flag_value(by_name["matmul_bf16"], "--matmul-size") == "256"
 
 
 def test_gpu_benchmark_refuses_an_earlier_result_without_overwrite(tmp_path):
-    (tmp_path / "demo_bfloat16_remat-on.json").write_text("{}")
-    common = ["--configs", "configs/demo.py", "--remat", "on", "--out", str(tmp_path)]
-    assert_one_line_error(run("gpu_benchmark.sh", "--dry-run", *common), "--overwrite")
-    cases = _bench_cases(*common, "--overwrite")
-    assert "--overwrite" in cases[0][1]
-    assert "--overwrite" not in _bench_cases("--configs", "configs/demo.py")[0][1]
+    (tmp_path / "summary.json").write_text("{}")
+    common = ["--out", str(tmp_path)]
+    assert_one_line_error(run("gpu_benchmark.sh", "--dry-run", *common), "--overwrite",
+                          "summary.json")
+    assert "--overwrite" in _bench_cases(*common, "--overwrite")[1][2]
+    assert "--overwrite" not in _bench_cases()[1][2]
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--remat", "maybe"], "--remat"), (["--batch", "-1"], "--batch"),
-    (["--dtype", "float16"], "--dtype"), (["--configs", "configs/nope.py"], "nope.py"),
+    (["--only", "vox_b64"], "vox_b64"), (["--budget", "vox_b32"], "CASE=SECONDS"),
+    (["--budget", "nope=3"], "nope=3"), (["--steps", "0"], "--steps"),
+    (["--total", "x"], "--total"), (["--autotune-level", "7"], "0..5"),
     (["--frobnicate"], "--frobnicate")])
 def test_gpu_benchmark_errors(args, needle):
     assert_one_line_error(run("gpu_benchmark.sh", *args), needle)
+
+
+BENCH_FAKE_PYTHON = """#!/usr/bin/env bash
+# Stand-in interpreter for gpu_benchmark.sh: the suite's record and table run for real,
+# the preflight passes (or fails with $PREFLIGHT_FAIL); every benchmark writes its first
+# phase, then finishes, fails ($FAIL) or hangs ($HANG).
+if [[ $2 == asrth_jax.benchmark_suite ]]; then
+  if [[ $3 == preflight ]]; then
+    [[ -z ${{PREFLIGHT_FAIL:-}} ]] && {{ echo "preflight ok: fake"; exit 0; }}
+    echo "error: $PREFLIGHT_FAIL" >&2; exit 2
+  fi
+  exec {real} "$@"
+fi
+out=""; args=("$@")
+for ((i = 0; i < ${{#args[@]}}; i++)); do
+  [[ ${{args[i]}} == --out ]] && out=${{args[i + 1]}}
+done
+name=$(basename "$out" .json)
+echo "[benchmark +0.1s] building the trainer"
+echo '{{"phase": "init", "init_state_s": 1.5}}' > "$out"
+[[ $name == "${{FAIL:-}}" ]] && {{ echo "error: boom in $name"; exit 2; }}
+[[ $name == "${{HANG:-}}" ]] && exec sleep 60
+echo '{{"phase": "done", "init_state_s": 1.5, "train_step_s": 0.5}}' > "$out"
+echo "done $name"
+"""
+
+
+def _bench_fake(tmp_path: Path) -> Path:
+    fake = tmp_path / "python"
+    fake.write_text(BENCH_FAKE_PYTHON.format(real=sys.executable))
+    fake.chmod(0o755)
+    return fake
+
+
+def test_gpu_benchmark_cut_off_case_keeps_its_partial_json_and_the_rest_run(tmp_path):
+    out = tmp_path / "out"
+    start = time.monotonic()
+    proc = run("gpu_benchmark.sh", "--tiny", "--out", str(out), "--only",
+               "vox_b32,vox_max,matmul_bf16", "--budget", "vox_b32=1", "--wheels", "/none",
+               PYTHON=str(_bench_fake(tmp_path)), HANG="vox_b32", FAIL="vox_max",
+               timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - start < 40  # the hung case was cut at its 1 s budget
+    summary = json.loads((out / "summary.json").read_text())
+    cases = summary["cases"]
+    assert list(cases) == ["smoke", "vox_b32", "vox_max", "matmul_bf16"]
+    assert cases["vox_b32"]["status"] == "timed_out" and cases["vox_b32"]["exit_code"] == 124
+    assert cases["vox_b32"]["result"] == {"phase": "init", "init_state_s": 1.5}
+    assert cases["vox_max"]["status"] == "failed"
+    assert cases["matmul_bf16"]["status"] == "ok" and cases["matmul_bf16"]["phase"] == "done"
+    assert "vox_b32: timed_out" in proc.stderr and "boom in vox_max" in proc.stderr
+    assert (out / "vox_b32.log").read_text().startswith("[benchmark +0.1s]")
+    assert "case | status" in proc.stderr  # the table at the end
+
+
+def test_gpu_benchmark_stops_at_a_failed_preflight_or_smoke_with_one_line(tmp_path):
+    fake = _bench_fake(tmp_path)
+    proc = run("gpu_benchmark.sh", "--tiny", "--out", str(tmp_path / "a"), "--wheels", "/none",
+               PYTHON=str(fake), PREFLIGHT_FAIL="missing module ml_collections (carry it)",
+               timeout=60)
+    assert_one_line_error(proc, "preflight failed", "missing module ml_collections")
+    proc = run("gpu_benchmark.sh", "--tiny", "--out", str(tmp_path / "b"), "--wheels", "/none",
+               PYTHON=str(fake), FAIL="smoke", timeout=60)
+    # The preflight's line, then the smoke step's one-line reason.
+    assert proc.returncode == 2
+    first = proc.stderr.strip().splitlines()[0]
+    assert first.startswith("[gpu_benchmark] preflight: ok") and first.endswith("ok: fake")
+    assert_one_line_error(subprocess.CompletedProcess(proc.args, 2, proc.stdout, "\n".join(
+        proc.stderr.strip().splitlines()[1:])), "smoke step failed (exit 2",
+        "error: boom in smoke")
+    assert not (tmp_path / "b" / "vox_b32.json").exists()  # nothing ran after it
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_smoke_only_runs_on_cpu_with_the_tiny_config(tmp_path):
+    """The real preflight and smoke step (a tiny train step on CPU: minutes here)."""
+    proc = run("gpu_benchmark.sh", "--tiny", "--smoke-only", "--out", str(tmp_path),
+               "--budget", "smoke=900", "--total", "1000", timeout=1000)
+    assert proc.returncode == 0, proc.stderr
+    assert "preflight ok: jax" in proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    smoke = summary["cases"]["smoke"]
+    assert smoke["status"] == "ok" and smoke["phase"] == "done"
+    assert smoke["result"]["train_step_s"] > 0 and smoke["result"]["init_state_s"] > 0
