@@ -763,6 +763,15 @@ def test_gpu_benchmark_options():
     assert [_case_name(a) for _, _, a in _bench_cases("--smoke-only")] == ["preflight", "smoke"]
 
 
+def test_gpu_benchmark_halves_each_fit_a_ten_minute_command():
+    train = _bench_cases("--only", "train")
+    inference = _bench_cases("--only", "matmul_bf16,inference,animate_512_bf16")
+    assert [_case_name(a) for _, _, a in train][2:] == BENCH_CASES[:3]
+    assert [_case_name(a) for _, _, a in inference][2:] == BENCH_CASES[3:]  # in order, once
+    for half in (train, inference):
+        assert sum(budget for budget, _, _ in half) <= 600 - 60  # a minute for start-up
+
+
 def test_gpu_benchmark_tiny_points_every_case_at_the_test_config(tmp_path):
     (tmp_path / "ml_collections-1.1.0-py3-none-any.whl").write_bytes(b"")
     cases = _bench_cases("--tiny", "--wheels", str(tmp_path))
@@ -853,7 +862,7 @@ def test_gpu_benchmark_stops_at_a_failed_preflight_or_smoke_with_one_line(tmp_pa
     proc = run("gpu_benchmark.sh", "--tiny", "--out", str(tmp_path / "a"), "--wheels", "/none",
                PYTHON=str(fake), PREFLIGHT_FAIL="missing module ml_collections (carry it)",
                timeout=60)
-    assert_one_line_error(proc, "preflight failed", "missing module ml_collections")
+    assert_one_line_error(proc, "error: preflight failed: missing module ml_collections")
     proc = run("gpu_benchmark.sh", "--tiny", "--out", str(tmp_path / "b"), "--wheels", "/none",
                PYTHON=str(fake), FAIL="smoke", timeout=60)
     # The preflight's line, then the smoke step's one-line reason.
