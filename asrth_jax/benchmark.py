@@ -413,7 +413,7 @@ def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: boo
         **xla_flag_settings(), "phase": "start",
     }
     peak = device_peak_flops(device, dtype)
-    result["peak_flops_per_device"] = peak
+    result.update(peak_flops_per_device=peak, memory_limit_bytes=memory_limit_bytes(device))
 
     def update(phase: str, values: dict[str, Any]) -> None:
         result.update(values)
@@ -423,10 +423,14 @@ def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: boo
 
     update("start", {})
     if not skip_train:
-        benchmark_train(config, batch, steps, random_perceptual=random_perceptual,
-                        compile_only=compile_only, profile_dir=profile_dir,
-                        probe_plan=probe_plan, record=update)
+        result.update(benchmark_train(config, batch, steps, random_perceptual=random_perceptual,
+                                      compile_only=compile_only, profile_dir=profile_dir,
+                                      probe_plan=probe_plan, record=update))
         batch = result["batch"]
+    if peak and "train_step_s" in result:
+        achieved = result["train_flops_per_step"] / result["train_step_s"]
+        # cost_analysis counts the whole (SPMD) program; divide over devices.
+        result["train_mfu"] = achieved / (peak * jax.device_count())
     if not compile_only and not skip_inference:
         batches = inference_batches or (batch,)
         by_batch: dict[str, dict[str, Any]] = {}
@@ -440,10 +444,6 @@ def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: boo
             update(f"inference_batch_{each}", {**by_batch[str(batches[0])],
                                                "inference_batch": batches[0],
                                                "inference_by_batch": by_batch})
-    if peak and "train_step_s" in result:
-        achieved = result["train_flops_per_step"] / result["train_step_s"]
-        # cost_analysis counts the whole (SPMD) program; divide over devices.
-        result["train_mfu"] = achieved / (peak * jax.device_count())
     update("done", {})
     return result
 
@@ -576,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         raise cli_args.fail(str(exc)) from None
     batch = config.train.global_batch_size if args.batch is None else args.batch
+    if args.inference_batches:
+        batch = args.inference_batches[0]
     if batch == 0 and args.inference_only:
         raise cli_args.fail("--batch 0 sizes the train step; give --batch N with "
                             "--inference-only")

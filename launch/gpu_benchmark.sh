@@ -244,7 +244,8 @@ run_case() {
   [[ $name == preflight ]] || record "$name" "$status" "$code" "$((SECONDS - began))" "$budget" ""
   # A gate that fails says so in the one line the caller dies with.
   ((gate && code)) && return "$code"
-  log "$name: $status after $((SECONDS - began))s; $(tail -n 1 "$OUT/$name.log" | cut -c1-300)"
+  # The benchmark's last line is its whole JSON; the line before says more in a log.
+  log "$name: $status after $((SECONDS - began))s; $(grep -v '^{' "$OUT/$name.log" | tail -n 1 | cut -c1-300)"
   return "$code"
 }
 
