@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from etils import epath
 from ml_collections import config_flags
 
 from asrth_jax import compile_cache
+from asrth_jax.preemption import PreemptionWatch
 
 if TYPE_CHECKING:
     from asrth_jax.reconstruction_eval import Evaluator
@@ -283,12 +283,9 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
     state = _restore_or_init(setup, checkpointer, config, workdir, is_chief)
     start_step = int(jax.device_get(state.step))
 
-    stop_signal = {"received": False}
-
-    def on_sigterm(signum, frame):  # preemption: finish this step, checkpoint, exit
-        stop_signal["received"] = True
-
-    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    # Preemption: finish the step, checkpoint it, exit; at the same step on every process.
+    preemption = PreemptionWatch()
+    preemption.listen()
     hooks = []
     if is_chief:
         hooks.append(periodic_actions.ReportProgress(num_train_steps=config.train.num_steps,
@@ -318,9 +315,9 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
             for hook in hooks:
                 hook(step)
 
-            # Read the flag once: a signal landing later in this iteration is handled
+            # Asked once a step: a signal landing later in this iteration is handled
             # (checkpoint, then exit) at the end of the next step, never skipped.
-            stopping = stop_signal["received"]
+            stopping = preemption.reached(step)
             log_now = step % config.log.scalars_every_steps == 0
             save_now = (step % config.checkpoint.every_steps == 0 or stopping
                         or step == config.train.num_steps)
@@ -352,7 +349,7 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
     finally:
         checkpointer.close()
         log.close()
-        signal.signal(signal.SIGTERM, previous_handler)
+        preemption.close()
     return last_scalars
 
 
