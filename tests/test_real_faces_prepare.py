@@ -185,3 +185,22 @@ def test_landmark_teachers_accept_prepared_data_and_refuse_data_without_landmark
              "record_key": np.arange(2)}
     with pytest.raises(ConfigError, match="no 'driving_landmarks'.*--track-faces"):
         TrainSetup.shard_batch(setup, batch)
+
+
+def test_real_small_states_its_recipe_and_needs_no_weight_file():
+    """configs/real_small.py (README "Real faces" recipe table): the paper's
+    equivariance, keypoint prior and expression terms; no HopeNet offline, so pose off;
+    the face-mesh landmark teachers (non-paper) from prepared data; nothing only the
+    synthetic renderer knows; no file needed."""
+    from asrth_jax.config_lib import load_config_file
+    from asrth_jax.train_step import check_teachers
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config_file(str(root / "configs" / "real_small.py"))
+    loss = config.loss
+    assert config.data.kind == "tfds" and config.data.id_sampling and config.image_size == 64
+    assert loss.equivariance_value and loss.keypoint_prior and loss.expression
+    assert loss.headpose == 0 and loss.head_translation == 0 and loss.background_motion == 0
+    assert loss.landmark_keypoints and loss.landmark_motion
+    assert loss.perceptual_network == "lpips_vgg16" and loss.generator_gan == 0
+    check_teachers(loss, "tfds")  # needs no weight file
