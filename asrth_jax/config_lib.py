@@ -6,6 +6,7 @@ override. Configs are returned locked, so a misspelt key is an error, not a new 
 
 from __future__ import annotations
 
+import math
 import re
 
 import ml_collections
@@ -227,12 +228,81 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     check_config_file(path)
     spec = importlib.util.spec_from_file_location("_asrth_config", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     try:
-        return module.get_config()
+        spec.loader.exec_module(module)
+        config = module.get_config()
     except (AttributeError, KeyError) as exc:  # a misspelt key in a locked ConfigDict
         message = " ".join(str(exc).replace("\\n", " ").split())
         raise ConfigError(f"config file {path}: unknown key {message}") from None
+    except Exception as exc:  # noqa: BLE001 - a wrongly typed value, or any error in it
+        raise ConfigError(f"config file {path}{_line_in(path, exc)}: {type(exc).__name__}: "
+                          + " ".join(str(exc).replace("\\n", " ").split())) from None
+    try:
+        check_keys(config)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    return config
+
+
+def _line_in(path: str, exc: BaseException) -> str:
+    """' line N' of the config file where `exc` was raised ('' if not in it)."""
+    import os
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if os.path.abspath(f.filename) == os.path.abspath(path)]
+    return f" line {frames[-1].lineno}" if frames else ""
+
+
+def _dotted_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    names = []
+    for key, value in config.items():
+        names.append(prefix + key)
+        if isinstance(value, ml_collections.ConfigDict):
+            names += _dotted_keys(value, f"{prefix}{key}.")
+    return names
+
+
+def nearest_key(name: str, defaults: ml_collections.ConfigDict) -> str | None:
+    """The known key a misspelt dotted `name` most likely meant: the same leaf in
+    another section (`train.lr` -> `optim.lr`), an abbreviation (`optim.learning_rate`
+    -> `optim.lr`), else the most similar spelling among its section's keys."""
+    import difflib
+
+    section, _, leaf = name.rpartition(".")
+    known = _dotted_keys(defaults)
+    elsewhere = [k for k in known if k.rpartition(".")[2] == leaf]
+    if elsewhere:
+        return elsewhere[0]
+    prefix = f"{section}." if section else ""
+    siblings = [k[len(prefix):] for k in known if k.startswith(prefix)
+                and "." not in k[len(prefix):]]
+    initials = "".join(word[0] for word in leaf.split("_") if word)
+    if initials in siblings:
+        return prefix + initials
+    best = max(siblings, key=lambda k: difflib.SequenceMatcher(None, leaf, k).ratio(),
+               default=None)
+    return None if best is None else prefix + best
+
+
+def check_keys(config: ml_collections.ConfigDict) -> None:
+    """ConfigError (one line) unless `config` is a ConfigDict whose every key is one of
+    `base_config()`'s: a key set inside a config file before it is locked (a misspelt
+    `c.optim.learning_rate = 5.0`) would otherwise be a new knob that nothing reads."""
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"get_config() returned a {type(config).__name__}, not a "
+                          "ConfigDict; build it from config_lib.base_config() and return "
+                          "config_lib.finalize(c), as configs/vox.py does")
+    defaults = base_config()
+    known = set(_dotted_keys(defaults))
+    unknown = [k for k in _dotted_keys(config) if k not in known
+               and k.rpartition(".")[0] in known | {""}]  # not the keys under an unknown one
+    if unknown:
+        hint = nearest_key(unknown[0], defaults)
+        more = f" (and {len(unknown) - 1} more unknown keys)" if len(unknown) > 1 else ""
+        raise ConfigError(f"config.{unknown[0]} is not a config key"
+                          + (f"; did you mean config.{hint}?" if hint else "") + more
+                          + " (the keys are those of asrth_jax/config_lib.py base_config())")
 
 
 def _is_number(value) -> bool:
@@ -264,7 +334,7 @@ def _lr_mults_problems(rules) -> list[str]:
     example = "(('dense_motion_network/mask', 0.2),)"
     if not isinstance(rules, (tuple, list)) or not all(
             isinstance(r, (tuple, list)) and len(r) == 2 and isinstance(r[0], str)
-            and _is_number(r[1]) and r[1] >= 0 for r in rules):
+            and _is_number(r[1]) and 0 <= r[1] < math.inf for r in rules):
         return [f"config.optim.lr_mults must be ((regex, multiplier >= 0), ...) such as "
                 f"{example}, got {rules!r}"]
     for pattern, _ in rules:
@@ -276,10 +346,78 @@ def _lr_mults_problems(rules) -> list[str]:
     return []
 
 
+def _leaf_problems(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict,
+                  prefix: str = "config."):
+    """Values of another kind than their defaults (a section replaced by a number, a
+    string for a number, ...) and numbers that are not finite (nan, inf)."""
+    for key, default in defaults.items():
+        if key not in config:
+            continue
+        value, name = config[key], f"{prefix}{key}"
+        if isinstance(default, ml_collections.ConfigDict):
+            if isinstance(value, ml_collections.ConfigDict):
+                yield from _leaf_problems(value, default, name + ".")
+            else:
+                yield f"{name} must be a section (ConfigDict), got {value!r}"
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                yield f"{name} must be True or False, got {value!r}"
+        elif _is_number(default):
+            if not _is_number(value):
+                yield f"{name} must be a number such as {default!r}, got {value!r}"
+            elif not math.isfinite(value):
+                yield f"{name} must be a finite number, got {value!r}"
+        elif isinstance(default, str) and not isinstance(value, str):
+            yield f"{name} must be a string such as {default!r}, got {value!r}"
+        elif isinstance(default, tuple) and isinstance(value, (tuple, list)):
+            bad = [v for v in value if _is_number(v) and not math.isfinite(v)]
+            if bad:
+                yield f"{name} must hold finite numbers, got {value!r}"
+
+
+# Numbers under config.loss that may be negative (a target depth, not a weight).
+_SIGNED_LOSS_KEYS = ("keypoint_depth",)
+
+
+def _range_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """Signs and ranges that the types do not say: a negative loss weight would train
+    the model away from its target; b1/b2 outside [0, 1) diverge."""
+    problems = []
+    for key, value in config.loss.items():
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if key in _SIGNED_LOSS_KEYS or not all(_is_number(v) for v in values):
+            continue
+        if any(v < 0 for v in values):
+            problems.append(f"config.loss.{key} must be >= 0 (0 turns a term off), got "
+                            f"{value!r}")
+    if any(_is_number(v) and not 0 < v <= 1 for v in config.loss.perceptual_scales):
+        problems.append(f"config.loss.perceptual_scales must be in (0, 1], got "
+                        f"{config.loss.perceptual_scales!r}")
+    for name in ("b1", "b2"):
+        value = config.optim[name]
+        if _is_number(value) and not 0 <= value < 1:
+            problems.append(f"config.optim.{name} must be in [0, 1), got {value!r}")
+    if _is_number(config.train.grad_clip_norm) and config.train.grad_clip_norm < 0:
+        problems.append(f"config.train.grad_clip_norm must be >= 0 (0: no clipping), got "
+                        f"{config.train.grad_clip_norm!r}")
+    return problems
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks a training config before anything is created; ConfigError names the
     first bad value and what it should be."""
-    problems = list(_tuple_problems(config, base_config()))
+    from data_pipelines.config import KINDS
+
+    check_keys(config)
+    defaults = base_config()
+    problems = list(_leaf_problems(config, defaults))
+    if problems:  # the checks below assume the right kinds of values
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+    problems = list(_tuple_problems(config, defaults))
+    if config.data.kind not in KINDS:
+        problems.append(f"config.data.kind must be one of {KINDS}, got {config.data.kind!r}")
+    problems += _range_problems(config)
     # The length may be given in steps or in epochs (schedule.check_training_length says
     # which combinations are allowed), so each alone may be 0.
     at_least = {"image_size": 1, "train.global_batch_size": 1, "train.num_steps": 0,
@@ -293,7 +431,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             problems.append(f"config.{name} must be an integer >= {low}, got {value!r}")
     for name in ("lr", "decay_factor"):
-        if not _is_number(config.optim[name]) or config.optim[name] <= 0:
+        if not _is_number(config.optim[name]) or not 0 < config.optim[name] < math.inf:
             problems.append(f"config.optim.{name} must be a positive number, got "
                             f"{config.optim[name]!r}")
     # Their defaults are empty, so _tuple_problems cannot tell what they hold.

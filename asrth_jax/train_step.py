@@ -142,17 +142,37 @@ class FrozenNetworks:
 
     @classmethod
     def from_config(cls, loss: ml_collections.ConfigDict) -> FrozenNetworks:
-        from asrth_jax.models.vgg import make_perceptual_network
+        """The teachers the loss weights use: a term whose weight is 0 loads no file
+        (`--config.loss.headpose=0` trains without `weights/hopenet.npz`)."""
+        from asrth_jax.models import vgg
 
         check_teacher_files(loss)
-        perceptual = make_perceptual_network(loss.perceptual_network, loss.vgg19_weights or None)
-        hopenet = None
-        if loss.hopenet_weights:
-            from asrth_jax.models.hopenet import load_hopenet_npz
+        try:
+            if loss.perceptual_network == "vgg19" and not perceptual_term_on(loss):
+                # Its features are weighted 0 (XLA drops them): the trunk's shape only.
+                perceptual = vgg.make_vgg19()
+            else:
+                perceptual = vgg.make_perceptual_network(loss.perceptual_network,
+                                                         loss.vgg19_weights or None)
+            hopenet = None
+            if hopenet_teaches(loss):
+                from asrth_jax.models.hopenet import load_hopenet_npz
 
-            hopenet = load_hopenet_npz(loss.hopenet_weights)
-            hopenet.eval()
+                hopenet = load_hopenet_npz(loss.hopenet_weights)
+                hopenet.eval()
+        except ValueError as exc:  # weights of another network, or an unreadable file
+            raise ConfigError(f"a teacher's weights cannot be used: {exc}") from None
         return cls(perceptual, hopenet)
+
+
+def perceptual_term_on(loss: ml_collections.ConfigDict) -> bool:
+    """The perceptual loss has a scale and a layer of non-zero weight."""
+    return bool(loss.perceptual_scales) and any(loss.perceptual)
+
+
+def hopenet_teaches(loss: ml_collections.ConfigDict) -> bool:
+    """The head-pose loss is on and HopeNet (not the data) teaches it."""
+    return bool(loss.headpose) and loss.headpose_teacher == "hopenet"
 
 
 def check_headpose_teacher(loss: ml_collections.ConfigDict, data_kind: str) -> None:
@@ -175,27 +195,49 @@ def check_headpose_teacher(loss: ml_collections.ConfigDict, data_kind: str) -> N
 
 
 def _missing(path: str) -> str | None:
-    """Why a teacher file cannot be read, or None."""
+    """Why a teacher file cannot be read, or None. Reads only the headers of the .npz
+    members (not the arrays), so it is cheap enough to run before anything starts."""
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
     if not path:
         return "is empty"
     if not os.path.isfile(path):
         return f"names {path}, which does not exist"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not archive.namelist():
+                return f"names {path}, which holds no arrays"
+            for name in archive.namelist():
+                with archive.open(name) as member:
+                    version = npy_format.read_magic(member)
+                    header = (npy_format.read_array_header_1_0 if version == (1, 0)
+                              else npy_format.read_array_header_2_0)
+                    if header(member)[2].hasobject:
+                        return (f"names {path}, whose member {name} holds Python objects, "
+                                "not weights")
+    except zipfile.BadZipFile:
+        return f"names {path}, which is not a .npz weights file"
+    except (OSError, ValueError) as exc:
+        return f"names {path}, which cannot be read ({' '.join(str(exc).split())[:120]})"
     return None
 
 
 def check_teacher_files(loss: ml_collections.ConfigDict) -> None:
-    """One-line ValueError when the recipe needs a pretrained teacher whose file is not
-    there (before any data or compile): the convert command that makes it, or the
-    override that trains without it. Nothing is dropped silently."""
+    """One-line ConfigError when the recipe needs a pretrained teacher whose file is
+    not there or not a weights file (before any data or compile): the convert command
+    that makes it, or the override that trains without it. A teacher whose loss weight
+    is 0 is not needed. Nothing is dropped silently."""
     problems = []
-    if loss.perceptual_network == "vgg19" and (why := _missing(loss.vgg19_weights)):
+    if loss.perceptual_network == "vgg19" and perceptual_term_on(loss) and \
+            (why := _missing(loss.vgg19_weights)):
         problems.append(
             f"config.loss.perceptual_network='vgg19' needs config.loss.vgg19_weights, which "
             f"{why}: make it with `python -m asrth_jax.convert --vgg19 FILE --out DIR` and "
             "pass --config.loss.vgg19_weights=DIR/vgg19.npz, or train with the substitute "
             "--config.loss.perceptual_network=lpips_vgg16")
-    if loss.headpose and loss.headpose_teacher == "hopenet" and \
-            (why := _missing(loss.hopenet_weights)):
+    if hopenet_teaches(loss) and (why := _missing(loss.hopenet_weights)):
         problems.append(
             f"config.loss.headpose={loss.headpose} with the HopeNet teacher needs "
             f"config.loss.hopenet_weights, which {why}: make it with `python -m "
@@ -203,7 +245,7 @@ def check_teacher_files(loss: ml_collections.ConfigDict) -> None:
             "--config.loss.hopenet_weights=DIR/hopenet.npz, or train without it: "
             "--config.loss.headpose=0")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise ConfigError("; ".join(problems))
 
 
 def check_teachers(loss: ml_collections.ConfigDict, data_kind: str) -> None:
