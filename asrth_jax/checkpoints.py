@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -54,6 +55,15 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = lines[0] if lines else type(exc).__name__
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def storage_reason(exc: BaseException) -> str:
+    """Why a write failed, in the operating system's words where the (many-line,
+    path-laden) TensorStore error carries them: e.g. "No space left on device"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    match = re.search(r"\[os_error_code='?(\d+)", str(exc))
+    return os.strerror(int(match.group(1))) if match else first_line(exc)
 
 
 def _is_step_folder(path: epath.Path) -> bool:
@@ -265,10 +275,22 @@ class ResumeError(CheckpointError):
     """A training workdir whose checkpoints cannot be resumed (one line)."""
 
 
+class SaveError(CheckpointError):
+    """A training checkpoint that could not be written (a full disk, ...): training
+    stops at once rather than running on with nothing saved (one line)."""
+
+    def __init__(self, directory: str, step: int, reason: str, resume_hint: str):
+        self.directory, self.step = directory, step
+        super().__init__(f"saving checkpoint step {step} in {directory} failed ({reason}); "
+                         f"training stopped: {resume_hint}")
+
+
 class TrainCheckpointer:
     """A training run's checkpoints: Orbax `CheckpointManager` over the items `models`,
     `optimizer`, `meta` (`state_to_items`) and `data` (the Grain iterator's position),
-    saved asynchronously, the newest `keep` kept."""
+    saved asynchronously, the newest `keep` kept. A save that fails in the background
+    surfaces as SaveError at the next `check_saved` (called every step), `save` or
+    `close`."""
 
     ITEMS = (MODELS_ITEM, "optimizer", "meta", "data")
 
@@ -283,16 +305,54 @@ class TrainCheckpointer:
                           else os.path.abspath(os.path.join(workdir, "checkpoints")))
         self.manager = ocp.CheckpointManager(self.directory, item_names=self.ITEMS,
                                              options=options)
+        self._unconfirmed: int | None = None  # the step saving in the background
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state: TrainState) -> None:
+        """Starts saving `step` in the background (after the previous save is confirmed);
+        SaveError when this or the previous save fails."""
         from data_pipelines import state as data_state
 
+        self.check_saved(wait=True)
         items = {k: ocp.args.StandardSave(v) for k, v in state_to_items(state).items()}
-        self.manager.save(step, args=ocp.args.Composite(
-            **items, data=data_state.CheckpointSave(self.data_iterator)), force=True)
+        try:
+            self.manager.save(step, args=ocp.args.Composite(
+                **items, data=data_state.CheckpointSave(self.data_iterator)), force=True)
+        except Exception as exc:  # noqa: BLE001 - Orbax/TensorStore/OS raise many types
+            raise self._failed(step, storage_reason(exc)) from None
+        self._unconfirmed = step
+
+    def check_saved(self, wait: bool = False) -> None:
+        """SaveError if the background save has failed. Without `wait` it returns at
+        once while that save is still being written (cheap enough for every step)."""
+        step = self._unconfirmed
+        if step is None or (not wait and self.manager.is_saving_in_progress()):
+            return
+        self._unconfirmed = None
+        try:
+            self.manager.wait_until_finished()  # re-raises the background failure
+        except Exception as exc:  # noqa: BLE001 - Orbax/TensorStore/OS raise many types
+            raise self._failed(step, storage_reason(exc)) from None
+        if not (epath.Path(self.directory) / str(step)).is_dir():
+            raise self._failed(step, "Orbax did not finalise its folder")
+
+    def _failed(self, step: int, reason: str) -> SaveError:
+        return SaveError(self.directory, step, reason, self.resume_hint())
+
+    def last_good_step(self) -> int | None:
+        """The newest step whose save is confirmed (finalised on disk)."""
+        good = [s for s in self.manager.all_steps() if s != self._unconfirmed
+                and (epath.Path(self.directory) / str(s)).is_dir()]
+        return max(good) if good else None
+
+    def resume_hint(self) -> str:
+        """Where a stopped run resumes from, for its one-line error."""
+        step = self.last_good_step()
+        if step is None:
+            return "no checkpoint was saved yet"
+        return f"the last good checkpoint is step {step} (the same command resumes from it)"
 
     def restore(self, step: int) -> TrainState:
         from data_pipelines import state as data_state
@@ -350,8 +410,12 @@ class TrainCheckpointer:
         self.manager.reload()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Waits for the last save: SaveError if it failed (the manager is closed
+        either way)."""
+        try:
+            self.check_saved(wait=True)
+        finally:
+            self.manager.close()
 
 
 def _any_process(flag: bool) -> bool:

@@ -309,18 +309,26 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _tuple_problems(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict,
-                    prefix: str = "config."):
-    """Tuple-valued knobs must hold what their defaults hold (a command-line override
-    such as `--config.optim.decay_milestones=abc` arrives as a string)."""
+def _paired_values(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict,
+                   prefix: str = "config."):
+    """(dotted name, value, default) of each knob of `defaults` that `config` has; a
+    section whose value is not a section is one such knob."""
     for key, default in defaults.items():
         if key not in config:
             continue
         value, name = config[key], f"{prefix}{key}"
-        if isinstance(default, ml_collections.ConfigDict):
-            if isinstance(value, ml_collections.ConfigDict):
-                yield from _tuple_problems(value, default, name + ".")
-        elif isinstance(default, tuple) and default:
+        if isinstance(default, ml_collections.ConfigDict) and isinstance(
+                value, ml_collections.ConfigDict):
+            yield from _paired_values(value, default, name + ".")
+        else:
+            yield name, value, default
+
+
+def _tuple_problems(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict):
+    """Tuple-valued knobs must hold what their defaults hold (a command-line override
+    such as `--config.optim.decay_milestones=abc` arrives as a string)."""
+    for name, value, default in _paired_values(config, defaults):
+        if isinstance(default, tuple) and default:
             numeric = all(_is_number(d) for d in default)
             element = type(default[0])
             fits = [_is_number(v) if numeric else isinstance(v, element)
@@ -346,19 +354,12 @@ def _lr_mults_problems(rules) -> list[str]:
     return []
 
 
-def _leaf_problems(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict,
-                  prefix: str = "config."):
+def _leaf_problems(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict):
     """Values of another kind than their defaults (a section replaced by a number, a
     string for a number, ...) and numbers that are not finite (nan, inf)."""
-    for key, default in defaults.items():
-        if key not in config:
-            continue
-        value, name = config[key], f"{prefix}{key}"
+    for name, value, default in _paired_values(config, defaults):
         if isinstance(default, ml_collections.ConfigDict):
-            if isinstance(value, ml_collections.ConfigDict):
-                yield from _leaf_problems(value, default, name + ".")
-            else:
-                yield f"{name} must be a section (ConfigDict), got {value!r}"
+            yield f"{name} must be a section (ConfigDict), got {value!r}"
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 yield f"{name} must be True or False, got {value!r}"

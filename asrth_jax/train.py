@@ -15,11 +15,13 @@ Multi-host: pass `--distributed` (Cloud TPU, SLURM, GKE: auto-detected) or the t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -169,7 +171,7 @@ def all_finite(metrics: dict[str, float]) -> bool:
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     """Runs (or resumes) training; returns the last logged scalars."""
-    from asrth_jax import config_lib, sharding
+    from asrth_jax import checkpoints, config_lib, sharding
     from asrth_jax import workdir as workdir_lib
 
     # Everything checkable is checked before anything is created.
@@ -184,28 +186,53 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     try:
         with workdir_lib.exclusive(workdir, jax.process_index()):
             return _train(config, workdir, mesh)
-    except workdir_lib.WorkdirError as exc:
+    except (workdir_lib.WorkdirError, checkpoints.SaveError) as exc:
         raise StopTraining(str(exc)) from None
 
 
 class _ScalarLog:
-    """TensorBoard scalars and their machine-readable twin, `metrics.jsonl` (one JSON
-    object per log step, written by the chief)."""
+    """TensorBoard scalars and images and the scalars' machine-readable twin,
+    `metrics.jsonl` (one JSON object per log step, written by the chief). A write that
+    fails (a full disk, ...) stops training in one line naming the last good checkpoint."""
 
-    def __init__(self, writer, workdir: str, is_chief: bool):
+    def __init__(self, writer, workdir: str, is_chief: bool, checkpointer):
         self.writer = writer
+        self.workdir = workdir
+        self.checkpointer = checkpointer
         self.file = (epath.Path(workdir) / "metrics.jsonl").open("a") if is_chief else None
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
-        self.writer.write_scalars(step, scalars)
-        if self.file is not None:
-            self.file.write(json.dumps({"step": step, **scalars}) + "\n")
-            self.file.flush()
+        with self._stop_on_failure():
+            self.writer.write_scalars(step, scalars)
+            if self.file is not None:
+                self.file.write(json.dumps({"step": step, **scalars}) + "\n")
+                self.file.flush()
+
+    def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        with self._stop_on_failure():
+            self.writer.write_images(step, images)
+
+    @contextlib.contextmanager
+    def _stop_on_failure(self) -> Iterator[None]:
+        from asrth_jax.checkpoints import storage_reason
+
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - OS, TensorFlow and clu's async errors
+            raise StopTraining(
+                f"writing the logs in {self.workdir} failed ({storage_reason(exc)}); training "
+                f"stopped: {self.checkpointer.resume_hint()}") from None
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        self.writer.flush()
+        """Closes the files; a final flush that fails is a warning (the run's state is
+        in its checkpoints, which `TrainCheckpointer.close` confirms)."""
+        try:
+            if self.file is not None:
+                self.file.close()
+            self.writer.close()
+        except Exception as exc:  # noqa: BLE001 - as in _stop_on_failure
+            logging.warning("could not flush the logs in %s: %s", self.workdir,
+                            " ".join(str(exc).split())[:200])
 
 
 def _restore_or_init(setup, checkpointer, config, workdir: str, is_chief: bool):
@@ -239,7 +266,7 @@ def _mean_scalars(pending: list[dict[str, jax.Array]], step: int, checkpointer
         bad = next(m for m in host if not all_finite(m))
         raise StopTraining(
             f"non-finite loss at or before step {step} ({bad}); stopping without "
-            f"saving, the last good checkpoint is step {checkpointer.latest_step()}")
+            f"saving, {checkpointer.resume_hint()}")
     return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
 
 
@@ -293,13 +320,16 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
         if config.log.profile_steps:
             hooks.append(periodic_actions.Profile(num_profile_steps=config.log.profile_steps,
                                                   logdir=workdir, first_profile=start_step + 10))
-    log = _ScalarLog(writer, workdir, is_chief)
+    log = _ScalarLog(writer, workdir, is_chief, checkpointer)
     pending: list[dict[str, jax.Array]] = []
     last_scalars: dict[str, Any] = {}
     tick = time.perf_counter()
     step = start_step
     try:
         while step < config.train.num_steps:
+            # A checkpoint that failed to save in the background stops the run here, not
+            # at the next save (the steps since the last good one would be lost).
+            checkpointer.check_saved()
             local = next(data_iterator)
             batch = setup.shard_batch(local)
             train_step = setup.compiled("train", setup.train_step, state, batch,
@@ -332,14 +362,14 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
                 log.write(step, scalars)
                 last_scalars = {"step": step, **scalars}
             if step % config.log.images_every_steps == 0 or step == start_step + 1:
-                writer.write_images(step, {"source|lq|driving|prediction|occlusion|kp":
+                log.write_images(step, {"source|lq|driving|prediction|occlusion|kp":
                                            _train_grid(setup, state, batch, local)[None]})
             if config.eval.every_steps and (step % config.eval.every_steps == 0
                                             or step == config.train.num_steps):
                 eval_scalars = evaluate(setup, state, config)
                 log.write(step, eval_scalars)
                 if (grid := eval_image_grid(setup, state, config)) is not None:
-                    writer.write_images(step, {EVAL_GRID_TAG: grid[None]})
+                    log.write_images(step, {EVAL_GRID_TAG: grid[None]})
                 last_scalars.update(eval_scalars)
             if save_now:
                 checkpointer.save(step, state)
@@ -347,9 +377,11 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
                 logging.warning("SIGTERM: saved step %d, exiting", step)
                 break
     finally:
-        checkpointer.close()
-        log.close()
         preemption.close()
+        try:
+            checkpointer.close()  # SaveError if the last save failed
+        finally:
+            log.close()
     return last_scalars
 
 
@@ -358,8 +390,12 @@ class _QuietLibraries(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         noisy = ("/orbax/", "/grain/", "/tensorstore")
-        return record.levelno >= logging.WARNING or not any(
-            n in record.pathname for n in noisy)
+        if not any(n in record.pathname for n in noisy):
+            return True
+        # A failed background save is logged by each of Orbax's threads with its
+        # traceback; the trainer's own one-line error says what happened.
+        record.exc_info, record.exc_text = None, None
+        return record.levelno >= logging.WARNING
 
 
 def main(argv) -> None:
@@ -373,6 +409,7 @@ def main(argv) -> None:
     from asrth_jax import errors
 
     config = FLAGS.config
+    compile_cache.enable_if(FLAGS.compile_cache)
     try:
         initialize_distributed(config)
         train_and_evaluate(config, FLAGS.workdir)
@@ -380,19 +417,19 @@ def main(argv) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 
-    compile_cache.enable_if(FLAGS.compile_cache)
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing with a one-line error (misspelt config key, bad value, a
-    config path that is missing, not a .py file or without get_config)."""
+    config path that is missing, not a .py file, without get_config, or whose
+    get_config returns something else than a config of known keys)."""
     from asrth_jax import config_lib
 
     for index, arg in enumerate(argv):
         path = arg.split("=", 1)[1] if arg.startswith("--config=") else (
             argv[index + 1] if arg == "--config" and index + 1 < len(argv) else None)
         if path is not None:
-            try:
-                config_lib.check_config_file(path)
+            try:  # the same checks as every other entry point, before absl runs it
+                config_lib.load_config_file(path)
             except config_lib.ConfigError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 sys.exit(2)

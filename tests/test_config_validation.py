@@ -136,3 +136,21 @@ def test_a_bad_teacher_file_is_one_line_before_the_lock(tmp_path, content, expec
     assert "\n" not in message and expected in message and "allow_pickle" not in message
     assert "python -m asrth_jax.convert --vgg19" in message
     assert not workdir.exists()
+
+
+def test_train_names_the_nearest_key_in_one_line(tmp_path):
+    """Must-show, from the command line: `c.optim.learning_rate = 5.0` inside a config
+    file (before `finalize`) trained at the default lr; now exit 2 and one line."""
+    import subprocess
+    import sys
+
+    path = _config_file(tmp_path, "c = config_lib.base_config()\n"
+                                  "c.optim.learning_rate = 5.0\nreturn config_lib.finalize(c)")
+    out = subprocess.run([sys.executable, "-m", "asrth_jax.train", f"--config={path}",
+                          f"--workdir={tmp_path / 'w'}"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"error: config file {path}: config.optim.learning_rate is not a config key; did you "
+        "mean config.optim.lr? (the keys are those of asrth_jax/config_lib.py base_config())"]
+    assert not (tmp_path / "w").exists()

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -204,3 +205,74 @@ def test_step_too_large_for_the_device_is_refused_before_the_first_step(
                  "shard_params=True"):
         assert knob in message
     assert read_metrics(workdir) == {} and not steps_on_disk(workdir)
+
+
+@pytest.fixture
+def disk_full_from_step_4(tmp_path, monkeypatch):
+    """A workdir whose disk fills up just before the checkpoint of step 4: a real 32 MiB
+    tmpfs filled to its last 200 kB (root), or else a simulated full disk (the
+    background write of the data item raises ENOSPC). Yields the workdir."""
+    import errno
+    import os
+
+    from asrth_jax import checkpoints
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    real = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)],
+        capture_output=True).returncode == 0
+    save = checkpoints.TrainCheckpointer.save
+
+    def filling_save(self, step, state):
+        if step == 4 and real:
+            self.manager.wait_until_finished()  # step 2 is whole before the disk fills
+            free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+            (disk / "filler").write_bytes(b"\0" * max(0, free - 200_000))
+        save(self, step, state)
+        # The background write ends (here: fails) before step 5: the trainer must then
+        # stop at its next step, whatever the machine's speed.
+        while self.manager.is_saving_in_progress():
+            time.sleep(0.05)
+
+    monkeypatch.setattr(checkpoints.TrainCheckpointer, "save", filling_save)
+    if not real:
+        from grain._src.python.checkpoint import handler
+
+        write = handler.CheckpointHandler.save
+
+        def full_disk_write(self, directory, *args, **kwargs):
+            if epath_name(directory).startswith("4."):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return write(self, directory, *args, **kwargs)
+
+        monkeypatch.setattr(handler.CheckpointHandler, "save", full_disk_write)
+    try:
+        yield disk / "run"
+    finally:
+        if real:
+            subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+def epath_name(directory) -> str:
+    """The step folder's name of an item folder Orbax writes to (`4.orbax-...tmp/data`)."""
+    return Path(str(directory)).parent.name
+
+
+def test_a_failed_checkpoint_save_stops_training_at_once(disk_full_from_step_4,
+                                                         compile_cache):
+    """Must-show (issue 28): the disk fills before the step-4 save: training stops at
+    that save in one line naming step 2 as the last good checkpoint, instead of
+    training on (work that could not be saved) and dying later with a traceback."""
+    workdir = disk_full_from_step_4
+    config = tiny_config()
+    config.train.num_steps = 12
+    with pytest.raises(train.StopTraining) as err:
+        train.train_and_evaluate(config, str(workdir))
+    message = str(err.value)
+    assert "\n" not in message, message
+    assert "saving checkpoint step 4" in message and "No space left on device" in message
+    assert "the last good checkpoint is step 2" in message
+    assert max(read_metrics(workdir)) == 4  # stopped at once, not at the next save (6)
+    # Step 2 is kept; of step 4 only Orbax's unfinished temporary folder.
+    assert [name for name in steps_on_disk(workdir) if name.isdigit()] == ["2"]
