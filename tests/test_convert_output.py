@@ -210,3 +210,27 @@ def test_convert_output_path_is_checked_before_the_input_is_read(tmp_path, flag)
     message = str(info.value.code)
     assert message.startswith("error: --out") and "is a file" in message, message
     assert "\n" not in message and "missing_input" not in message
+
+
+def test_convert_into_a_read_only_folder_is_one_line_before_reading(tmp_path):
+    """A read-only filesystem (a real read-only tmpfs; needs root): one line about --out
+    before the (missing) input is read."""
+    import os
+    import subprocess
+
+    disk = tmp_path / "read_only"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(disk)],
+            capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a read-only tmpfs")
+    try:
+        for argv in (["--vgg19", str(tmp_path / "missing.pth"), "--out", str(disk / "w.npz")],
+                     ["--torch-checkpoint", str(tmp_path / "missing.pth"), "--config",
+                      str(tmp_path / "missing.py"), "--out", str(disk / "ckpt")]):
+            with pytest.raises(SystemExit) as info:
+                convert.main(argv)
+            message = str(info.value.code)
+            assert message.startswith("error: --out") and "is not writable" in message, message
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
