@@ -7,7 +7,7 @@ callers catch (`ValueError`, ...), so existing `except ValueError` sites keep wo
 
 The errors of one module's own inputs subclass `AsrthError` there, beside the code
 that raises them: `checkpoints` (DamagedCheckpointError, ModelMismatchError,
-ResumeError), `torch_files.TorchFileError`, `convert` (ConversionError, OutputError),
+ResumeError, SaveError), `torch_files.TorchFileError`, `convert` (ConversionError, OutputError),
 `media.MediaError`, `cli_args.OutputPathError`, `workdir.WorkdirError`,
 `model_loading.ModelLoadError`, `animate.AnimateError`, `evaluate.EvaluateError`,
 `data_pipelines.errors.DatasetNotFoundError`.

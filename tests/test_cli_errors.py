@@ -208,7 +208,7 @@ def test_library_errors_share_one_typed_root():
                     torch_files.TorchFileError, media.MediaError, cli_args.OutputPathError,
                     model_loading.ModelLoadError, animate.AnimateError, evaluate.EvaluateError)
     others = (checkpoints.DamagedCheckpointError, checkpoints.ModelMismatchError,
-              checkpoints.ResumeError, workdir.WorkdirError)
+              checkpoints.ResumeError, checkpoints.SaveError, workdir.WorkdirError)
     for cls in value_errors + others:
         assert issubclass(cls, errors.AsrthError), cls
     assert all(issubclass(cls, ValueError) for cls in value_errors)
