@@ -75,6 +75,7 @@ def uninterrupted(tmp_path_factory, jax_env):
     return workdir, metrics
 
 
+@pytest.mark.slow
 def test_training_logs_scalars_images_and_checkpoints(uninterrupted):
     workdir, metrics = uninterrupted
     saved = sorted({*range(EVERY, STEPS + 1, EVERY), STEPS})
@@ -93,6 +94,7 @@ def test_training_logs_scalars_images_and_checkpoints(uninterrupted):
     assert tags["images"] or any("lq" in t for t in tags.get("tensors", []))
 
 
+@pytest.mark.slow
 def test_sigterm_leaves_a_checkpoint_of_the_step_it_was_on(uninterrupted, tmp_path,
                                                            jax_env):
     """SIGTERM is the TPU preemption notice: finish the step, checkpoint it, exit 0."""
@@ -111,6 +113,8 @@ def test_sigterm_leaves_a_checkpoint_of_the_step_it_was_on(uninterrupted, tmp_pa
     assert max(finished_checkpoints(workdir)) == last_logged >= STEPS + 2
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_killed_and_resumed_match_one_process(uninterrupted, tmp_path,
                                                             jax_env):
     """launch/local_multiprocess.sh: 2 processes x 2 CPU devices with gloo collectives,

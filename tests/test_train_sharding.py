@@ -11,7 +11,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from train_helpers import CONFIG, REPO, assert_losses_equal
+
+pytestmark = pytest.mark.slow
 
 SHARDED_LOSSES = """
 import json, sys
