@@ -21,6 +21,7 @@ import logging
 import math
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -386,16 +387,38 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
 
 
 class _QuietLibraries(logging.Filter):
-    """Orbax and Grain log every file operation at INFO; keep their warnings only."""
+    """Orbax and Grain log every file operation at INFO: keep their warnings only. A
+    failed background save (a full disk) is logged by each of Orbax's, TensorStore's
+    and clu's threads with a traceback, and by asyncio once per abandoned write task at
+    exit: the libraries keep one line each, the abandoned tasks none; the trainer's own
+    one-line error says what happened."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "asyncio" and record.getMessage().startswith(
+                "Task exception was never retrieved"):
+            return False
+        if "site-packages" in record.pathname:
+            record.exc_info, record.exc_text = None, None
         noisy = ("/orbax/", "/grain/", "/tensorstore")
-        if not any(n in record.pathname for n in noisy):
-            return True
-        # A failed background save is logged by each of Orbax's threads with its
-        # traceback; the trainer's own one-line error says what happened.
-        record.exc_info, record.exc_text = None, None
-        return record.levelno >= logging.WARNING
+        return record.levelno >= logging.WARNING or not any(
+            n in record.pathname for n in noisy)
+
+
+def _quiet_closed_loop_callbacks() -> None:
+    """After a save fails, TensorStore's remaining write callbacks reach the event loop
+    that Orbax has closed, and each prints (through `sys.excepthook`) a traceback ending
+    in asyncio's 'Event loop is closed' (hundreds for one full disk): they say nothing
+    the trainer's one-line error does not. Every other exception is printed as before."""
+    printing = sys.excepthook
+
+    def hook(kind, value, tb) -> None:
+        frames = traceback.extract_tb(tb)
+        if (kind is RuntimeError and str(value) == "Event loop is closed" and frames
+                and frames[0].name == "call_soon_threadsafe"):
+            return
+        printing(kind, value, tb)
+
+    sys.excepthook = hook
 
 
 def main(argv) -> None:
@@ -406,6 +429,7 @@ def main(argv) -> None:
     logging.getLogger().setLevel(logging.INFO)
     for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
         handler.addFilter(_QuietLibraries())
+    _quiet_closed_loop_callbacks()
     from asrth_jax import errors
 
     config = FLAGS.config
