@@ -394,8 +394,7 @@ class _QuietLibraries(logging.Filter):
     one-line error says what happened."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name == "asyncio" and record.getMessage().startswith(
-                "Task exception was never retrieved"):
+        if record.name == "asyncio" and "exception was never retrieved" in record.getMessage():
             return False
         if "site-packages" in record.pathname:
             record.exc_info, record.exc_text = None, None
@@ -406,19 +405,28 @@ class _QuietLibraries(logging.Filter):
 
 def _quiet_closed_loop_callbacks() -> None:
     """After a save fails, TensorStore's remaining write callbacks reach the event loop
-    that Orbax has closed, and each prints (through `sys.excepthook`) a traceback ending
-    in asyncio's 'Event loop is closed' (hundreds for one full disk): they say nothing
-    the trainer's one-line error does not. Every other exception is printed as before."""
-    printing = sys.excepthook
+    that Orbax has closed, and each prints (through `sys.excepthook` or
+    `sys.unraisablehook`) a traceback ending in asyncio's 'Event loop is closed'
+    (hundreds for one full disk): they say nothing the trainer's one-line error does
+    not. Every other exception is printed as before."""
 
-    def hook(kind, value, tb) -> None:
-        frames = traceback.extract_tb(tb)
-        if (kind is RuntimeError and str(value) == "Event loop is closed" and frames
-                and frames[0].name == "call_soon_threadsafe"):
-            return
-        printing(kind, value, tb)
+    def closed_loop(kind, value, tb) -> bool:
+        frames = traceback.extract_tb(tb) if tb is not None else []
+        return (kind is RuntimeError and str(value) == "Event loop is closed"
+                and bool(frames) and frames[0].name == "call_soon_threadsafe")
 
-    sys.excepthook = hook
+    printing, reporting = sys.excepthook, sys.unraisablehook
+
+    def excepthook(kind, value, tb) -> None:
+        if not closed_loop(kind, value, tb):
+            printing(kind, value, tb)
+
+    def unraisablehook(unraisable) -> None:
+        if not closed_loop(unraisable.exc_type, unraisable.exc_value,
+                           unraisable.exc_traceback):
+            reporting(unraisable)
+
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
 
 
 def main(argv) -> None:

@@ -276,3 +276,48 @@ def test_a_failed_checkpoint_save_stops_training_at_once(disk_full_from_step_4,
     assert max(read_metrics(workdir)) == 4  # stopped at once, not at the next save (6)
     # Step 2 is kept; of step 4 only Orbax's unfinished temporary folder.
     assert [name for name in steps_on_disk(workdir) if name.isdigit()] == ["2"]
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_the_train_command_with_one_line_and_no_traceback(tmp_path):
+    """The CLI view of the must-show: `python -m asrth_jax.train` on a 32 MiB tmpfs that
+    fills once step 2 is saved ends with the trainer's one line and prints no traceback
+    (the libraries' background threads printed ~900 before). Needs root."""
+    import json
+    import os
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)],
+            capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    workdir = disk / "run"
+    stderr_path = tmp_path / "stderr.txt"
+    try:
+        with open(stderr_path, "w") as stderr:  # a pipe left unread would block the run
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "asrth_jax.train", f"--config={TINY}",
+                 f"--workdir={workdir}", "--config.train.num_steps=12",
+                 "--config.checkpoint.every_steps=2"],
+                cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr)
+            deadline = time.monotonic() + 600
+            while proc.poll() is None and time.monotonic() < deadline:
+                if (workdir / "checkpoints" / "2").is_dir():
+                    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+                    (disk / "filler").write_bytes(b"\0" * max(0, free - 200_000))
+                    break
+                time.sleep(0.05)
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        lines = stderr_path.read_text().strip().splitlines()
+        assert proc.returncode == 1 and "Traceback" not in "\n".join(lines)
+        assert lines[-1].startswith("error: saving checkpoint step ")
+        assert "(No space left on device)" in lines[-1]
+        assert lines[-1].endswith("the last good checkpoint is step 2 (the same command "
+                                  "resumes from it)")
+        logged = [json.loads(line)["step"]
+                  for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        failed = int(lines[-1].split("step ")[1].split()[0])
+        assert max(logged) <= failed + 1  # stopped within a step of the failed save
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
