@@ -187,3 +187,17 @@ def test_synthetic_contact_sheet_draws_the_landmark_transfer(synthetic_eval):
     drawing = sheet[:32, 96:]
     greenish = (drawing[..., 1] > 0.8) & (drawing[..., 0] < 0.4)  # true source landmarks
     assert greenish.sum() > 0 and np.abs(drawing - sheet[:32, :32]).max() > 0.2
+
+
+def test_akd_all_found_compares_the_references_on_the_same_frames():
+    """Each reference's AKD mean leaves out its own misses; `akd_all_found` keeps only the
+    frames where every reference has a face, so a model that loses its hardest frames
+    does not look better than copy-source for it."""
+    frames = evaluate._Frames(["a"], ("akd",), evaluate._Cases("l1", 0), False, False)
+    nan = float("nan")
+    frames.per_video[0] = {"model_akd": [1.0, nan, 3.0], "copy_source_akd": [2.0, 9.0, 4.0],
+                           "no_motion_akd": [5.0, 6.0, nan]}
+    common = evaluate._akd_all_found(frames)
+    assert common == {"model": 1.0, "copy_source": 2.0, "no_motion": 5.0, "frames": 1}
+    frames.per_video[0]["model_akd"] = [nan, nan, nan]
+    assert evaluate._akd_all_found(frames)["frames"] == 0
