@@ -287,7 +287,7 @@ def _save_models(directory: str, generator_side: nnx.Module, discriminator: nnx.
         shutil.rmtree(directory, ignore_errors=True)
         kept = f"; {shown_as} is unchanged" if shown_as else ""
         raise OutputError(f"cannot write the checkpoint to {shown_as or directory} "
-                          f"({checkpoints.first_line(exc)}){kept}; free space or choose "
+                          f"({checkpoints.storage_reason(exc)}){kept}; free space or choose "
                           "another --out") from None
 
 
