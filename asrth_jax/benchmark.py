@@ -591,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
                      record=save)
     except (ValueError, FileNotFoundError) as exc:
         raise cli_args.fail(str(exc)) from None
+    save("done", result)  # the whole result, whatever `run` recorded on its way
     _print(result)
     return 0
 
