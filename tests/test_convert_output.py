@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from disk_helpers import small_tmpfs
 from flax import nnx
 
 from asrth_jax import checkpoints, convert
@@ -169,20 +170,10 @@ def test_a_kill_during_vgg19_overwrite_leaves_the_old_file(tmp_path, vgg19_pth):
         == [True]
 
 
-def test_a_full_disk_during_vgg19_conversion_keeps_the_old_file(tmp_path, vgg19_pth,
-                                                                 capsys):
+def test_a_full_disk_during_vgg19_conversion_keeps_the_old_file(tmp_path, vgg19_pth):
     """A real full disk (a 4 MiB tmpfs; needs root): one line, old file intact, no
     temporary file left."""
-    import os
-    import subprocess
-
-    disk = tmp_path / "small_disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
-            capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    try:
+    with small_tmpfs(tmp_path / "small_disk", "size=4m") as disk:
         out = disk / "vgg19.npz"
         out.write_bytes(b"old weights")
         with pytest.raises(SystemExit) as info:
@@ -192,8 +183,6 @@ def test_a_full_disk_during_vgg19_conversion_keeps_the_old_file(tmp_path, vgg19_
         assert "No space left on device" in message and "is unchanged" in message
         assert out.read_bytes() == b"old weights"
         assert sorted(p.name for p in disk.iterdir()) == ["vgg19.npz"]
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 @pytest.mark.parametrize("flag", ["--vgg19", "--hopenet", "--torch-checkpoint"])
@@ -215,16 +204,7 @@ def test_convert_output_path_is_checked_before_the_input_is_read(tmp_path, flag)
 def test_convert_into_a_read_only_folder_is_one_line_before_reading(tmp_path):
     """A read-only filesystem (a real read-only tmpfs; needs root): one line about --out
     before the (missing) input is read."""
-    import os
-    import subprocess
-
-    disk = tmp_path / "read_only"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(disk)],
-            capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a read-only tmpfs")
-    try:
+    with small_tmpfs(tmp_path / "read_only", "ro,size=1m") as disk:
         for argv in (["--vgg19", str(tmp_path / "missing.pth"), "--out", str(disk / "w.npz")],
                      ["--torch-checkpoint", str(tmp_path / "missing.pth"), "--config",
                       str(tmp_path / "missing.py"), "--out", str(disk / "ckpt")]):
@@ -232,5 +212,3 @@ def test_convert_into_a_read_only_folder_is_one_line_before_reading(tmp_path):
                 convert.main(argv)
             message = str(info.value.code)
             assert message.startswith("error: --out") and "is not writable" in message, message
-    finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=True)

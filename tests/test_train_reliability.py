@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jax
 import pytest
+from disk_helpers import small_tmpfs, try_mount_tmpfs, unmount
 from test_checkpoints import largest_array_file, truncate
 from test_train import read_metrics
 from train_helpers import REPO, TINY, assert_losses_equal
@@ -218,10 +219,7 @@ def disk_full_from_step_4(tmp_path, monkeypatch):
     from asrth_jax import checkpoints
 
     disk = tmp_path / "disk"
-    disk.mkdir()
-    real = os.geteuid() == 0 and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)],
-        capture_output=True).returncode == 0
+    real = try_mount_tmpfs(disk, "size=32m")
     save = checkpoints.TrainCheckpointer.save
 
     def filling_save(self, step, state):
@@ -251,7 +249,7 @@ def disk_full_from_step_4(tmp_path, monkeypatch):
         yield disk / "run"
     finally:
         if real:
-            subprocess.run(["umount", "--lazy", str(disk)], check=True)
+            unmount(disk)
 
 
 def epath_name(directory) -> str:
@@ -286,15 +284,9 @@ def test_a_full_disk_ends_the_train_command_with_one_line_and_no_traceback(tmp_p
     import json
     import os
 
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)],
-            capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    workdir = disk / "run"
+    workdir = tmp_path / "disk" / "run"
     stderr_path = tmp_path / "stderr.txt"
-    try:
+    with small_tmpfs(tmp_path / "disk", "size=32m") as disk:
         with open(stderr_path, "w") as stderr:  # a pipe left unread would block the run
             proc = subprocess.Popen(
                 [sys.executable, "-m", "asrth_jax.train", f"--config={TINY}",
@@ -319,5 +311,3 @@ def test_a_full_disk_ends_the_train_command_with_one_line_and_no_traceback(tmp_p
                   for line in (workdir / "metrics.jsonl").read_text().splitlines()]
         failed = int(lines[-1].split("step ")[1].split()[0])
         assert max(logged) <= failed + 1  # stopped within a step of the failed save
-    finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=True)
