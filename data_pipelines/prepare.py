@@ -221,6 +221,15 @@ def _cache_tracked(args: argparse.Namespace, path: Path, folder: Path, name: str
     return names
 
 
+def _skip_corrupt(args: argparse.Namespace, path: Path, err: ValueError,
+                  skipped: dict[str, int]) -> None:
+    """An undecodable clip stops the run, or with --skip-corrupt is counted and said."""
+    if not args.skip_corrupt:
+        raise SystemExit(f"error: {err} (or pass --skip-corrupt)") from None
+    skipped["corrupt"] += 1
+    tqdm.write(f"skipping {path}: {err}", file=sys.stderr)
+
+
 def cache_videos(args: argparse.Namespace) -> dict[str, list[str]]:
     """Step 1: decode/crop/encode every video not cached yet; returns names per split."""
     planned = plan_splits(args)
@@ -245,10 +254,7 @@ def cache_videos(args: argparse.Namespace) -> dict[str, list[str]]:
                 try:
                     clips = _cache_tracked(args, path, cache / split, name)
                 except ValueError as err:
-                    if not args.skip_corrupt:
-                        raise SystemExit(f"error: {err} (or pass --skip-corrupt)") from None
-                    skipped["corrupt"] += 1
-                    tqdm.write(f"skipping {path}: {err}", file=sys.stderr)
+                    _skip_corrupt(args, path, err, skipped)
                     continue
                 if not clips:
                     skipped["without a face"] += 1
@@ -271,10 +277,7 @@ def cache_videos(args: argparse.Namespace) -> dict[str, list[str]]:
                            "as a centre crop)", file=sys.stderr)
                 continue
             except ValueError as err:
-                if not args.skip_corrupt:
-                    raise SystemExit(f"error: {err} (or pass --skip-corrupt)") from None
-                skipped["corrupt"] += 1
-                tqdm.write(f"skipping {path}: {err}", file=sys.stderr)
+                _skip_corrupt(args, path, err, skipped)
                 continue
             save_cached_video(target, encoded)
             names.append(name)
