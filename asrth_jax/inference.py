@@ -28,7 +28,6 @@ JAX is installed).
 from __future__ import annotations
 
 import collections
-import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -97,40 +96,11 @@ def movement_scale(kp_source: np.ndarray, kp_initial: np.ndarray) -> float:
                  np.sqrt(_hull_volume(kp_initial, "initial driving")))
 
 
-def _frozen(value: Any) -> Any:
-    """`value` with every list a tuple, recursively through dataclasses (hashable)."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (type(value),) + tuple(_frozen(getattr(value, f.name))
-                                      for f in dataclasses.fields(value))
-    return value
-
-
-class GraphKey:
-    """An NNX GraphDef as a static jit argument: equal when the GraphDefs are (their own
-    structural equality), hashed over the same structure. `GraphDef.__hash__` cannot
-    hash a list-valued module attribute (`nnx.Conv` keeps `padding` as given, and
-    `blocks.conv` gives a list), so the hash is taken with lists frozen to tuples."""
-
-    __slots__ = ("graphdef", "_hash")
-
-    def __init__(self, graphdef: nnx.GraphDef):
-        self.graphdef = graphdef
-        self._hash = hash(_frozen((graphdef.nodes, graphdef.attributes)))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, GraphKey) and (other is self or other.graphdef == self.graphdef)
-
-
-# Jitted bodies at module level with the graph definition a static argument
-# (`GraphKey`), so every Animator over the same architecture (and batch shape) shares
-# one compiled program.
+# Jitted bodies at module level with the graph definition a static argument (hashable:
+# `blocks.conv` keeps padding as tuples), so every Animator over the same architecture
+# (and batch shape) shares one compiled program.
 def _encode_impl(graphdef, state, image, image_lq):
-    model = nnx.merge(graphdef.graphdef, state)
+    model = nnx.merge(graphdef, state)
     src = model.source_state(_to_float(image), None if image_lq is None else _to_float(image_lq))
     return SourceState(src["feature_3d"], src["kp_canonical"], src["kp"], src["he"])
 
@@ -143,20 +113,20 @@ def _model_source(src: SourceState) -> dict[str, Any]:
 
 def _driving_kp_impl(graphdef, state, frames, kp_canonical):
     """Driving keypoints with the source's canonical keypoints (no overrides)."""
-    model = nnx.merge(graphdef.graphdef, state)
+    model = nnx.merge(graphdef, state)
     return model.driving_keypoints({"kp_canonical": kp_canonical}, _to_float(frames))[0]
 
 
 def _frame_kp_impl(graphdef, state, frames):
     """Each frame's own transformed keypoints (its canonical kp and pose)."""
-    model = nnx.merge(graphdef.graphdef, state)
+    model = nnx.merge(graphdef, state)
     x = _to_float(frames)
     return transform_keypoints(model.kp_detector(x), model.he_estimator(x))
 
 
 def _render_impl(graphdef, state, src: SourceState, frames, kp_initial, scale, angles,
                  override, relative: bool, with_deformation: bool = False):
-    model = nnx.merge(graphdef.graphdef, state)
+    model = nnx.merge(graphdef, state)
     source = _model_source(src)
     kp_driving, _ = model.driving_keypoints(source, _to_float(frames), (angles, override))
     if relative:
@@ -185,8 +155,7 @@ class Animator:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         generator_side.eval()
-        graphdef, self.state = nnx.split(generator_side)
-        self.graphdef = GraphKey(graphdef)
+        self.graphdef, self.state = nnx.split(generator_side)
         self.batch_size = int(batch_size)
         self.call_counts: collections.Counter = collections.Counter()
 

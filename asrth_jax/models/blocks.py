@@ -106,7 +106,7 @@ def conv(
         out_features,
         kernel_size=kernel_size,
         strides=stride,
-        padding=[(padding, padding)] * ndim,
+        padding=((padding, padding),) * ndim,  # a tuple: the graph definition stays hashable
         use_bias=use_bias,
         dtype=dtype,
         conv_general_dilated=conv3d if ndim == 3 else jax.lax.conv_general_dilated,
