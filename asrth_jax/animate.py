@@ -478,13 +478,15 @@ def animate(opts: AnimateOptions, animator: Animator, image_size: int,
 
 
 # ---------------------------------------------------------------------- command line
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """The weights and config flags shared by the CLI and the web app."""
-    weights = p.add_mutually_exclusive_group(required=True)
+def add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """The weights and config flags shared by the CLI and the web app (which has a
+    default model, so they are optional there: `required=False`)."""
+    weights = p.add_mutually_exclusive_group(required=required)
     weights.add_argument("--checkpoint", help="Orbax checkpoint dir (train --workdir or "
                          "asrth_jax.convert --out)")
     weights.add_argument("--torch-checkpoint", help="released AdaSR .pth.tar")
-    p.add_argument("--config", required=True, help="config file, e.g. configs/hdtf_512.py")
+    p.add_argument("--config", required=required,
+                   help="config file, e.g. configs/hdtf_512.py")
     compile_cache.add_flag(p)
 
 
