@@ -120,9 +120,10 @@ def eval_data_config(config) -> Any:
     return data_cfg
 
 
-def _evaluator(config) -> Evaluator:
+def make_evaluator(config) -> Evaluator:
     """This host's share of the periodic evaluation (`reconstruction_eval.Evaluator`),
-    in batches of the per-host training batch size."""
+    in batches of the per-host training batch size. Built once per run: it keeps the
+    opened test split and its decoded videos between evaluations."""
     from asrth_jax import reconstruction_eval
 
     return reconstruction_eval.Evaluator(
@@ -142,18 +143,17 @@ def _eval_step(setup, state):
     return step
 
 
-def evaluate(setup, state, config) -> dict[str, float]:
+def evaluate(setup, state, evaluator: Evaluator) -> dict[str, float]:
     """The reconstruction protocol on held-out videos (`asrth_jax.reconstruction_eval`):
     means of the model's, copy-source's and no-motion's scores, as `eval/{key}`."""
-    means = _evaluator(config).run(_eval_step(setup, state))
+    means = evaluator.run(_eval_step(setup, state))
     return {f"eval/{k}": v for k, v in means.items()}
 
 
-def eval_image_grid(setup, state, config) -> np.ndarray | None:
+def eval_image_grid(setup, state, evaluator: Evaluator) -> np.ndarray | None:
     """The image grid of the first evaluation batch with the landmark-transfer column, on
     synthetic data (None for real data: it has no true landmarks). Runs the train loop's
     compiled visual step (same images-only batch), so it costs one forward pass."""
-    evaluator = _evaluator(config)
     if evaluator.truth is None:
         return None
     local, _ = evaluator.batch(0)
@@ -312,6 +312,7 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
     start_step = int(jax.device_get(state.step))
 
     # Preemption: finish the step, checkpoint it, exit; at the same step on every process.
+    evaluator = make_evaluator(config) if config.eval.every_steps else None
     preemption = PreemptionWatch()
     preemption.listen()
     hooks = []
@@ -367,9 +368,9 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
                                            _train_grid(setup, state, batch, local)[None]})
             if config.eval.every_steps and (step % config.eval.every_steps == 0
                                             or step == config.train.num_steps):
-                eval_scalars = evaluate(setup, state, config)
+                eval_scalars = evaluate(setup, state, evaluator)
                 log.write(step, eval_scalars)
-                if (grid := eval_image_grid(setup, state, config)) is not None:
+                if (grid := eval_image_grid(setup, state, evaluator)) is not None:
                     log.write_images(step, {EVAL_GRID_TAG: grid[None]})
                 last_scalars.update(eval_scalars)
             if save_now:

@@ -3,6 +3,8 @@ the landmark-transfer column of the evaluation image grid (tiny config, one devi
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from train_helpers import TINY
@@ -27,7 +29,7 @@ def test_periodic_eval_reports_motion_metrics(trained):
     from asrth_jax import train
 
     config, trainer, state = trained
-    scalars = train.evaluate(trainer, state, config)
+    scalars = train.evaluate(trainer, state, train.make_evaluator(config))
     for name in ("model", "copy_source", "no_motion"):
         for metric in ("landmark_error", "moving_l1", "l1"):
             assert np.isfinite(scalars[f"eval/{name}_{metric}"]), (name, metric)
@@ -47,7 +49,7 @@ def test_the_cli_protocol_equals_the_periodic_evaluation(trained):
     from asrth_jax import evaluate, inference, reconstruction_eval, train, train_step
 
     config, trainer, state = trained
-    periodic = train.evaluate(trainer, state, config)
+    periodic = train.evaluate(trainer, state, train.make_evaluator(config))
     evaluator = reconstruction_eval.Evaluator(train.eval_data_config(config),
                                               batch_size=config.train.global_batch_size)
     gen, _ = train_step.models(trainer.defs, state)
@@ -64,7 +66,7 @@ def test_eval_grid_has_the_landmark_transfer_column(trained):
     from asrth_jax import train
 
     config, trainer, state = trained
-    grid = train.eval_image_grid(trainer, state, config)
+    grid = train.eval_image_grid(trainer, state, train.make_evaluator(config))
     size = config.image_size
     assert grid.shape == (4 * size, 7 * size, 3)
     drawing = grid[:size, 6 * size:]
@@ -77,3 +79,31 @@ def test_eval_grid_has_the_landmark_transfer_column(trained):
                "kp_source": np.zeros((2, 4, 3)), "kp_driving": np.zeros((2, 4, 3)),
                "deformation": np.zeros((2, 4, 8, 8, 3))}
     assert train.make_image_grid(batch, visuals).shape == (2 * size, 6 * size, 3)
+
+
+@pytest.mark.slow
+def test_a_run_builds_its_evaluator_once(tmp_path, monkeypatch):
+    """Two periodic evaluations (scores and image grid each) share one evaluator: the
+    test split is opened once per run, its decoded videos kept."""
+    from asrth_jax import reconstruction_eval, train
+    from asrth_jax.config_lib import load_config_file
+
+    built = []
+    original = reconstruction_eval.Evaluator.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(reconstruction_eval.Evaluator, "__init__", counting)
+    config = load_config_file(TINY)
+    with config.unlocked():
+        config.mesh.data = 1
+        config.train.num_steps = 2
+        config.eval.every_steps = 1
+        config.log.images_every_steps = 100
+    workdir = tmp_path / "run"
+    train.train_and_evaluate(config, str(workdir))
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert sum("eval/model_l1" in row for row in rows) == 2
+    assert len(built) == 1
