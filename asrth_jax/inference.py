@@ -38,7 +38,6 @@ from flax import nnx
 
 from asrth_jax import errors
 from asrth_jax.models import adasr
-from asrth_jax.models.head_pose import transform_keypoints
 
 
 class SourceState(NamedTuple):
@@ -117,13 +116,6 @@ def _driving_kp_impl(graphdef, state, frames, kp_canonical):
     return model.driving_keypoints({"kp_canonical": kp_canonical}, _to_float(frames))[0]
 
 
-def _frame_kp_impl(graphdef, state, frames):
-    """Each frame's own transformed keypoints (its canonical kp and pose)."""
-    model = nnx.merge(graphdef, state)
-    x = _to_float(frames)
-    return transform_keypoints(model.kp_detector(x), model.he_estimator(x))
-
-
 def _render_impl(graphdef, state, src: SourceState, frames, kp_initial, scale, angles,
                  override, relative: bool, with_deformation: bool = False):
     model = nnx.merge(graphdef, state)
@@ -140,7 +132,6 @@ def _render_impl(graphdef, state, src: SourceState, frames, kp_initial, scale, a
 
 _encode = jax.jit(_encode_impl, static_argnums=0)
 _driving_kp = jax.jit(_driving_kp_impl, static_argnums=0)
-_frame_kp = jax.jit(_frame_kp_impl, static_argnums=0)
 _render = jax.jit(_render_impl, static_argnums=0,
                   static_argnames=("relative", "with_deformation"))
 
@@ -193,11 +184,6 @@ class Animator:
         """(T, K, 3) driving keypoints (source canonical kp, driving pose/expression)."""
         self.call_counts["driving_kp"] += 1
         return self._map_batches(_driving_kp, np.asarray(frames), src.kp_canonical)
-
-    def frame_keypoints(self, frames: np.ndarray) -> np.ndarray:
-        """(T, K, 3) keypoints of each frame from its own canonical kp and pose."""
-        self.call_counts["frame_kp"] += 1
-        return self._map_batches(_frame_kp, np.asarray(frames))
 
     def prepare_motion(self, src: SourceState, initial_frame: np.ndarray | None = None, *,
                        relative: bool = True, adapt_scale: bool = False,
