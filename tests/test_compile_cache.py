@@ -57,12 +57,15 @@ def test_second_benchmark_compiles_from_the_cache(tmp_path):
     first = run()
     assert any(cache.iterdir()), "the first run wrote no cache entry"
     second = run()
-    assert first["compile_cache_hits"] == 0 and second["compile_cache_hits"] >= 1
-    assert second["train_compile_s"] <= 0.1 * first["train_compile_s"]
+    # Every program of the second start comes from the cache: it compiles (almost)
+    # nothing; reading the programs back is reported apart (`xla_cache_load_s`).
+    assert first["compile_cache_hits"] == 0
+    assert second["compile_cache_hits"] == first["xla_programs"] == second["xla_programs"]
     assert second["xla_compile_s"] <= 0.1 * first["xla_compile_s"]
+    assert second["train_compile_s"] < first["train_compile_s"]
     uncached = run("--no-compile-cache")
     assert uncached["compile_cache_hits"] == 0
-    assert uncached["train_compile_s"] > 0.5 * first["train_compile_s"]
+    assert uncached["xla_compile_s"] > 0.5 * first["xla_compile_s"]
 
 
 @pytest.mark.slow
@@ -84,5 +87,6 @@ def test_second_animate_compiles_from_the_cache(tmp_path):
 
     first = run("first.mp4")
     second = run("second.mp4")
-    assert first["xla_compile_s"] > 0 and second["compile_cache_hits"] >= 1
+    assert first["xla_compile_s"] > 0 and first["compile_cache_hits"] == 0
+    assert second["compile_cache_hits"] == first["xla_programs"]
     assert second["xla_compile_s"] <= 0.1 * first["xla_compile_s"]
