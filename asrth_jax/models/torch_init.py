@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -60,14 +59,14 @@ def fan_in(kernel_shape: tuple[int, ...]) -> int:
     return math.prod(kernel_shape[:-1])
 
 
-def _draw(module: nnx.Module, attr: str, shape: tuple[int, ...],
-          rng: Callable[[], np.random.Generator]) -> np.ndarray:
+def _draw(module: nnx.Module, attr: str, shape: tuple[int, ...], seed: int,
+          name: str) -> np.ndarray:
     if isinstance(module, (nnx.Conv, nnx.Linear, blocks.SpectralConv2d)):
         bound = 1.0 / math.sqrt(fan_in(tuple(module.kernel.shape)))
         if attr in ("kernel", "bias"):
-            return _uniform(rng(), shape, bound)
+            return _uniform(_generator(seed, name), shape, bound)
         if isinstance(module, blocks.SpectralConv2d) and attr in ("u", "v"):
-            return _unit_normal(rng(), math.prod(shape)).reshape(shape)
+            return _unit_normal(_generator(seed, name), math.prod(shape)).reshape(shape)
     for (kind, name), value in _CONSTANT_INIT.items():
         if isinstance(module, kind) and attr == name:
             return np.full(shape, value, np.float32)
@@ -86,7 +85,7 @@ def torch_default_state(module: nnx.Module, seed: int, network: str) -> nnx.Stat
                 continue
             name = "/".join(str(p) for p in (network, *path, attr))
             shape = tuple(variable.shape)
-            values[(*path, attr)] = _draw(child, attr, shape, lambda n=name: _generator(seed, n))
+            values[(*path, attr)] = _draw(child, attr, shape, seed, name)
     state = nnx.state(module)
 
     def fill(path, leaf):
