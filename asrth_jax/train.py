@@ -22,6 +22,7 @@ import math
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -447,6 +448,10 @@ def main(argv) -> None:
         initialize_distributed(config)
         train_and_evaluate(config, FLAGS.workdir)
     except (StopTraining, errors.AsrthError) as exc:  # e.g. a dataset that is not there
+        # A failed save leaves Orbax's write coroutines unawaited; at exit Python warns
+        # for each (a RuntimeWarning and a tracemalloc hint) after the one-line error.
+        warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited",
+                                category=RuntimeWarning)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 

@@ -311,3 +311,30 @@ def test_a_full_disk_ends_the_train_command_with_one_line_and_no_traceback(tmp_p
                   for line in (workdir / "metrics.jsonl").read_text().splitlines()]
         failed = int(lines[-1].split("step ")[1].split()[0])
         assert max(logged) <= failed + 1  # stopped within a step of the failed save
+
+
+def test_the_error_line_stays_last_when_a_library_leaves_a_coroutine_unawaited(tmp_path):
+    """A full disk leaves Orbax's write coroutines unawaited; Python warned about each at
+    exit (a RuntimeWarning and a tracemalloc hint), after the trainer's one-line error,
+    which CI once read as the last line. The same exit, without a disk to fill."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\n"
+        "from absl import app\n"
+        "from asrth_jax import errors, train\n"
+        "pending = []\n"
+        "async def write_metadata():\n"
+        "    pass\n"
+        "def failing_run(config, workdir):\n"
+        "    pending.append(write_metadata())\n"
+        "    raise errors.AsrthError('saving checkpoint step 2 failed: disk full')\n"
+        "train.train_and_evaluate = failing_run\n"
+        "app.run(train.main, flags_parser=train.parse_flags)\n")
+    proc = subprocess.run(
+        [sys.executable, str(script), f"--config={TINY}", f"--workdir={tmp_path / 'run'}",
+         "--nocompile_cache"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
+    assert lines[-1] == "error: saving checkpoint step 2 failed: disk full", proc.stderr
+    assert "never awaited" not in proc.stderr
