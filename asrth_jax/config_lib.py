@@ -394,6 +394,7 @@ def _range_problems(config: ml_collections.ConfigDict) -> list[str]:
     if any(_is_number(v) and not 0 < v <= 1 for v in config.loss.perceptual_scales):
         problems.append(f"config.loss.perceptual_scales must be in (0, 1], got "
                         f"{config.loss.perceptual_scales!r}")
+    problems += _perceptual_size_problems(config)
     for name in ("b1", "b2"):
         value = config.optim[name]
         if _is_number(value) and not 0 <= value < 1:
@@ -402,6 +403,26 @@ def _range_problems(config: ml_collections.ConfigDict) -> list[str]:
         problems.append(f"config.train.grad_clip_norm must be >= 0 (0: no clipping), got "
                         f"{config.train.grad_clip_norm!r}")
     return problems
+
+
+def _perceptual_size_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """The VGG trunk max-pools before each tapped layer after the first (layer k sees
+    1/2**k of its input): a pyramid level smaller than that gives the layer no pixels,
+    and its mean is NaN from the first step (64 px at scale 0.125 is 8 px; relu5 needs 16)."""
+    loss = config.loss
+    weights, scales = tuple(loss.perceptual), tuple(loss.perceptual_scales)
+    numbers = all(_is_number(v) for v in weights + scales) and _is_number(config.image_size)
+    if not (numbers and scales and any(weights)):
+        return []
+    deepest = max(k for k, weight in enumerate(weights) if weight)
+    smallest = min(int(config.image_size * scale) for scale in scales)
+    if smallest >= 2 ** deepest:
+        return []
+    fitting = tuple(s for s in scales if int(config.image_size * s) >= 2 ** deepest)
+    return [f"config.loss.perceptual_scales {scales!r} at image_size {config.image_size} "
+            f"give a {smallest} px level, smaller than the {2 ** deepest} px the VGG layer "
+            f"{deepest + 1} needs (it would be empty and the loss NaN); use {fitting!r} or a "
+            f"zero weight for that layer in config.loss.perceptual"]
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

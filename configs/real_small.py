@@ -18,7 +18,8 @@ ours, NOT the paper's, kept because within a CPU budget the unsupervised keypoin
 no usable motion (the synthetic demo needed the same teachers). The perceptual term
 (the paper's VGG19, whose weights are not available offline) is off for the CPU budget;
 its bundled substitute, LPIPS VGG16, is named so that turning it on
-(`--config.loss.perceptual_scales='(1.0, 0.5, 0.25, 0.125)'`) needs no file.
+(`--config.loss.perceptual_scales='(1.0, 0.5, 0.25)'`; at 64 px the 0.125 level is too
+small for the trunk's fifth layer) needs no file.
 """
 
 import importlib.util

@@ -154,3 +154,18 @@ def test_train_names_the_nearest_key_in_one_line(tmp_path):
         f"error: config file {path}: config.optim.learning_rate is not a config key; did you "
         "mean config.optim.lr? (the keys are those of asrth_jax/config_lib.py base_config())"]
     assert not (tmp_path / "w").exists()
+
+
+def test_a_perceptual_level_too_small_for_the_vgg_trunk_is_refused_with_the_scales_that_fit():
+    """At 64 px the paper's 0.125 level is 8 px; the fifth VGG layer (after four 2x2
+    pools) had no pixels and the loss was NaN at the first step of a real-face run."""
+    config = config_lib.load_config_file(str(REPO / "configs" / "real_small.py"))
+    config.loss.perceptual_scales = (1.0, 0.5, 0.25, 0.125)
+    with pytest.raises(config_lib.ConfigError) as err:
+        config_lib.validate(config)
+    assert "8 px level" in str(err.value) and "(1.0, 0.5, 0.25)" in str(err.value)
+    config.loss.perceptual = (10.0, 10.0, 10.0, 10.0, 0.0)  # layer 4 needs 8 px: fits
+    config_lib.validate(config)
+    config.loss.perceptual = (10.0,) * 5
+    config.loss.perceptual_scales = (1.0, 0.5, 0.25)
+    config_lib.validate(config)
