@@ -115,6 +115,7 @@ def _three_frame_clip(tmp_path: Path) -> Path:
     return clip
 
 
+@pytest.mark.browser
 def test_upload_animate_and_play(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -163,6 +164,7 @@ def test_upload_animate_and_play(server, browser, tmp_path):
     assert "3 frames" in browser.find_element(By.ID, "status").text
 
 
+@pytest.mark.browser
 def test_bad_portrait_shows_one_line_error(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -200,6 +202,7 @@ def test_bad_start_is_one_line(tmp_path, capsys):
     assert "--port" in str(exc.value.code)
 
 
+@pytest.mark.browser
 def test_stop_ends_a_long_animation(server, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

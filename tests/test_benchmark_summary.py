@@ -25,6 +25,7 @@ def test_peak_table_knows_accelerators_and_not_cpu():
     assert benchmark.device_peak_flops(SimpleNamespace(device_kind="cpu"), "float32") is None
 
 
+@pytest.mark.slow
 def test_inference_benchmark_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert benchmark.main(["--config", TINY, "--batch", "2", "--steps", "1",
@@ -86,6 +87,7 @@ def test_matmul_only_reports_the_rate_reached(tmp_path):
         benchmark.main(["--matmul-only", "--config", TINY])
 
 
+@pytest.mark.slow
 def test_benchmark_out_is_rewritten_after_each_phase_and_survives_a_cut(tmp_path):
     """A run killed (as `timeout` does) after the trainer is initialised leaves a whole
     JSON with what it measured so far."""
@@ -202,6 +204,7 @@ def test_random_train_batch_feeds_the_teachers_that_are_on():
     assert masked["moving_mask"].shape == (2, 32, 32) and masked["moving_mask"].dtype == bool
 
 
+@pytest.mark.slow
 def test_summary_counts_and_flops():
     from asrth_jax.config_lib import load_config_file
 

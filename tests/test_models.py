@@ -181,8 +181,8 @@ def test_3d_convolution_as_2d_sums_matches_xla():
 @pytest.mark.parametrize("ndim, factors, kernel, pad", [
     (2, (4, 4), 3, 1),  # the decoder's last SPADE block
     (2, (2, 2), 3, 1),  # UpBlock2d
-    (3, (1, 2, 2), 3, 1),  # UpBlock3d: (H, W) only
-    (2, (2, 2), 5, 2),
+    pytest.param(3, (1, 2, 2), 3, 1, marks=pytest.mark.slow),  # UpBlock3d: (H, W) only
+    pytest.param(2, (2, 2), 5, 2, marks=pytest.mark.slow),
     (2, (2, 3), 1, 0),
 ])
 def test_convolution_of_an_upsampled_input_matches_upsample_then_convolve(
@@ -305,6 +305,7 @@ def _he_estimator(norm: str) -> nnx.Module:
                        norm=blocks.norm_layer(norm), rngs=nnx.Rngs(0))
 
 
+@pytest.mark.slow
 def test_group_norm_head_pose_estimator_reads_each_example_alone():
     # The point of `norm="group"`: in training mode an example's pose does not depend
     # on which other examples share its batch (BatchNorm's does).

@@ -146,6 +146,7 @@ def test_draw_landmark_transfer_marks_true_and_sent_points():
     assert out[11, 15].sum() != pytest.approx(3 * 128 / 255.0)  # the line joins them
 
 
+@pytest.mark.slow
 def test_model_deformation_identity_random_and_true_motion():
     """Through the real inference path: the model driven by its own source predicts the
     identity field and scores the identity error; a random-init model scores something

@@ -7,6 +7,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from asrth_jax.config_lib import load_config_file
@@ -46,6 +47,7 @@ def test_bfloat16_forward_keeps_float32_params_and_tracks_float32():
     assert float(jnp.abs(out32 - out16).mean()) < 0.02
 
 
+@pytest.mark.slow
 def test_remat_changes_memory_not_values():
     cfg = load_config_file(TINY).model
     source, driving = _images(seed=1)

@@ -146,6 +146,7 @@ def test_epochs_become_steps_once_the_dataset_is_counted(caplog):
         schedule.resolve_epochs(config, 3)
 
 
+@pytest.mark.slow
 def test_train_counts_epochs_on_the_opened_dataset(tmp_path, jax_env):
     """The tiny synthetic set has 8 records: 16 per batch is less than one epoch."""
     out = subprocess.run(
@@ -279,6 +280,7 @@ def one_step():
     return trainer, before, jax.device_get(after)
 
 
+@pytest.mark.slow
 def test_discriminator_power_iteration_runs_four_times_per_step(one_step):
     """Two in the generator's pass (train mode there too), two in its own pass."""
     _, before, after = one_step

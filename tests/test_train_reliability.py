@@ -64,6 +64,7 @@ def steps_on_disk(workdir: Path) -> list[str]:
     return sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name[0].isdigit())
 
 
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_resumes_from_the_previous_one(reference, tmp_path, caplog):
     """Must-show: step 3 damaged -> one log line, resume from 2, and step 3 again has
     the uninterrupted run's losses; the damaged folder is kept."""
@@ -257,6 +258,7 @@ def epath_name(directory) -> str:
     return Path(str(directory)).parent.name
 
 
+@pytest.mark.slow
 def test_a_failed_checkpoint_save_stops_training_at_once(disk_full_from_step_4,
                                                          compile_cache):
     """Must-show (issue 28): the disk fills before the step-4 save: training stops at
