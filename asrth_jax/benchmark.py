@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from asrth_jax import compile_cache
+from asrth_jax import compile_cache, memory_fit
 
 # Dense peak FLOP/s per chip by (device kind substring, dtype): vendor datasheets.
 PEAK_FLOPS = {
@@ -74,14 +74,8 @@ def _flops(compiled) -> float:
     return float(analysis.get("flops", float("nan"))) if analysis else float("nan")
 
 
-def _memory_stat(device: jax.Device, key: str) -> int | None:
-    """One of the device allocator's statistics; None where the backend has none (CPU)."""
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    return int(stats[key]) if stats and key in stats else None
-
-
 def peak_memory_bytes(device: jax.Device) -> int | None:
-    return _memory_stat(device, "peak_bytes_in_use")
+    return memory_fit.device_memory_stat(device, "peak_bytes_in_use")
 
 
 def _timed(fn, *args, repeats: int) -> list[float]:
@@ -137,20 +131,6 @@ def progress(message: str) -> None:
           flush=True)
 
 
-def memory_plan(compiled) -> dict[str, int]:
-    """XLA's buffer assignment for a compiled program (bytes), where the backend has one."""
-    try:
-        analysis = compiled.memory_analysis()
-    except (NotImplementedError, RuntimeError):
-        return {}
-    if analysis is None:
-        return {}
-    fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
-              "temp_size_in_bytes", "generated_code_size_in_bytes")
-    return {f"train_{name}": int(getattr(analysis, name)) for name in fields
-            if hasattr(analysis, name)}
-
-
 def random_frozen_networks(loss):
     """The configured perceptual trunk with random weights (same FLOPs, no file)."""
     from asrth_jax.models import vgg
@@ -162,20 +142,10 @@ def random_frozen_networks(loss):
     return FrozenNetworks(make(nnx.Rngs(0)), None)
 
 
-def memory_limit_bytes(device: jax.Device) -> int | None:
-    return _memory_stat(device, "bytes_limit")
-
-
-def planned_bytes(plan: dict[str, int]) -> int:
-    """Device bytes the step needs: arguments + outputs not aliased to them + temporaries."""
-    return (plan["train_argument_size_in_bytes"] + plan["train_output_size_in_bytes"]
-            - plan.get("train_alias_size_in_bytes", 0) + plan["train_temp_size_in_bytes"])
-
-
 def largest_fitting_batch(plan: dict[str, int], batch: int, limit: int, multiple: int,
                           headroom: float = 0.9) -> int:
     """Linear model of XLA's plan: temporaries scale with the batch, the rest does not."""
-    fixed = planned_bytes(plan) - plan["train_temp_size_in_bytes"]
+    fixed = memory_fit.planned_bytes(plan) - plan["train_temp_size_in_bytes"]
     per_sample = plan["train_temp_size_in_bytes"] / batch
     fitting = int((headroom * limit - fixed) // max(per_sample, 1.0))
     return max(multiple, fitting // multiple * multiple)
@@ -231,7 +201,7 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
     from asrth_jax.train_step import TrainSetup
 
     # Refused before the minutes of initialisation a trainer costs.
-    limit = memory_limit_bytes(jax.devices()[0]) if batch == 0 else None
+    limit = memory_fit.memory_limit_bytes(jax.devices()[0]) if batch == 0 else None
     if batch == 0 and limit is None:
         raise ValueError("--batch 0 (largest that fits) needs a device that reports its "
                          "memory limit (GPU/TPU); pass --batch N on CPU")
@@ -270,11 +240,11 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
         progress(f"train step at batch {global_batch} compiled")
         timings.update(train_lower_s=lowered_at - start,
                        train_compile_s=time.perf_counter() - lowered_at)
-        plan = memory_plan(compiled)
+        plan = memory_fit.memory_plan(compiled)
         # Every compile is kept: the search for the largest batch compiles several.
         compiles.append({"batch": global_batch, "lower_s": timings["train_lower_s"],
                          "compile_s": timings["train_compile_s"],
-                         "planned_bytes": planned_bytes(plan) if plan else None})
+                         "planned_bytes": memory_fit.planned_bytes(plan) if plan else None})
         record("compiled", {**timings, "train_compiles": list(compiles)})
         return compiled, data
 
@@ -283,14 +253,14 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
         if probe_plan is None:
             probe = max(multiple, probe_batch // multiple * multiple)
             compiled, data = compile_at(probe)
-            plan = memory_plan(compiled)
+            plan = memory_fit.memory_plan(compiled)
         else:
             plan, probe = probe_plan
         batch = largest_fitting_batch(plan, probe, limit, multiple)
         progress(f"largest batch from the plan at batch {probe}: {batch}")
         for _ in range(3):  # confirm with the real plan; shrink if the model was optimistic
             compiled, data = compile_at(batch)
-            need = planned_bytes(memory_plan(compiled))
+            need = memory_fit.planned_bytes(memory_fit.memory_plan(compiled))
             if need <= 0.95 * limit or batch == multiple:
                 break
             batch = max(multiple, int(batch * 0.9 * limit / need) // multiple * multiple)
@@ -299,7 +269,7 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
         compiled, data = compile_at(batch)
     flops = _flops(compiled)
     result.update({**timings, "train_compiles": compiles, "train_flops_per_step": flops,
-                   **memory_plan(compiled)})
+                   **memory_fit.memory_plan(compiled)})
     record("compiled", result)
     if compile_only:
         return result
@@ -413,7 +383,8 @@ def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: boo
         **xla_flag_settings(), "phase": "start",
     }
     peak = device_peak_flops(device, dtype)
-    result.update(peak_flops_per_device=peak, memory_limit_bytes=memory_limit_bytes(device))
+    result.update(peak_flops_per_device=peak,
+                  memory_limit_bytes=memory_fit.memory_limit_bytes(device))
 
     def update(phase: str, values: dict[str, Any]) -> None:
         result.update(values)
@@ -529,7 +500,7 @@ def earlier_plan(path: str | None) -> tuple[dict[str, int], int] | None:
         earlier = json.loads(Path(path).read_text())
         plan = {k: int(v) for k, v in earlier.items()
                 if k.startswith("train_") and k.endswith("_in_bytes")}
-        planned_bytes(plan)
+        memory_fit.planned_bytes(plan)
         return plan, int(earlier["batch"])
     except (OSError, ValueError, KeyError, TypeError):
         progress(f"no memory plan in {path}; compiling a probe batch")

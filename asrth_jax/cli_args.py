@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from asrth_jax import errors
+from data_pipelines.errors import fail as fail  # re-exported: every main()'s one exit rule
 
 
 class OutputPathError(errors.AsrthError, ValueError):
@@ -140,9 +141,3 @@ def _mode_for(path: Path) -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
-
-
-def fail(message: str) -> SystemExit:
-    """The SystemExit a `main()` raises: `error: <first line>` on stderr, exit status 1."""
-    first = message.splitlines()[0] if message else "failed"
-    return SystemExit(f"error: {first.removeprefix('error: ')}")

@@ -1,9 +1,10 @@
 """Does a compiled train step fit the device? Asked after compiling, before step one.
 
 XLA's memory plan of the compiled step (arguments + unaliased outputs + temporaries,
-see `benchmark.planned_bytes`) is compared with what the device can hold: its
-allocator's `bytes_limit` on GPU/TPU, the host's physical memory on CPU (shared by
-all of this process's CPU devices).
+`planned_bytes`) is compared with what the device can hold: its allocator's
+`bytes_limit` on GPU/TPU, the host's physical memory on CPU (shared by all of this
+process's CPU devices). The memory helpers live here, where the training loop owns them;
+the benchmark CLI reports them too.
 """
 
 from __future__ import annotations
@@ -13,13 +14,43 @@ import os
 import jax
 import ml_collections
 
-from asrth_jax import benchmark
+from asrth_jax import errors
 
 GIB = 1024 ** 3
 
 
-class StepTooLarge(Exception):
+class StepTooLarge(errors.AsrthError):
     """The compiled step needs more memory than the device has (one-line message)."""
+
+
+def device_memory_stat(device: jax.Device, key: str) -> int | None:
+    """One of the device allocator's statistics; None where the backend has none (CPU)."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    return int(stats[key]) if stats and key in stats else None
+
+
+def memory_limit_bytes(device: jax.Device) -> int | None:
+    return device_memory_stat(device, "bytes_limit")
+
+
+def memory_plan(compiled) -> dict[str, int]:
+    """XLA's buffer assignment for a compiled program (bytes), where the backend has one."""
+    try:
+        analysis = compiled.memory_analysis()
+    except (NotImplementedError, RuntimeError):
+        return {}
+    if analysis is None:
+        return {}
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
+              "temp_size_in_bytes", "generated_code_size_in_bytes")
+    return {f"train_{name}": int(getattr(analysis, name)) for name in fields
+            if hasattr(analysis, name)}
+
+
+def planned_bytes(plan: dict[str, int]) -> int:
+    """Device bytes the step needs: arguments + outputs not aliased to them + temporaries."""
+    return (plan["train_argument_size_in_bytes"] + plan["train_output_size_in_bytes"]
+            - plan.get("train_alias_size_in_bytes", 0) + plan["train_temp_size_in_bytes"])
 
 
 def host_memory_bytes() -> int:
@@ -28,7 +59,7 @@ def host_memory_bytes() -> int:
 
 def device_capacity_bytes(device: jax.Device) -> tuple[int, str]:
     """Bytes one device can hold, and where that number comes from."""
-    limit = benchmark.memory_limit_bytes(device)
+    limit = memory_limit_bytes(device)
     if limit is not None:
         return limit, f"{device.platform.upper()} bytes_limit"
     return host_memory_bytes(), "host memory"
@@ -53,10 +84,10 @@ def _knobs(config: ml_collections.ConfigDict) -> str:
 def check_step_fits(compiled, config: ml_collections.ConfigDict) -> None:
     """Raises StepTooLarge when XLA's plan for `compiled` exceeds the device; does
     nothing where the backend gives no plan."""
-    plan = benchmark.memory_plan(compiled)
+    plan = memory_plan(compiled)
     if "train_temp_size_in_bytes" not in plan or "train_argument_size_in_bytes" not in plan:
         return
-    need = benchmark.planned_bytes(plan)
+    need = planned_bytes(plan)
     device = jax.local_devices()[0]
     capacity, source = device_capacity_bytes(device)
     sharing = 1

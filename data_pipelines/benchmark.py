@@ -22,17 +22,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
-# Only light imports here: Grain, OpenCV and the pipeline load after the arguments are
-# checked, so a bad flag is answered at once.
+from data_pipelines import synthetic, video_io
+from data_pipelines.augment import AugmentPair
+from data_pipelines.config import default_data_config
+from data_pipelines.degradation import DegradeSource, default_degradation_config
 from data_pipelines.degradation_config import PRESETS
-from data_pipelines.errors import DatasetNotFoundError
-
-if TYPE_CHECKING:
-    from data_pipelines.sources import PairSource
+from data_pipelines.errors import DatasetNotFoundError, fail
+from data_pipelines.sources import PairSource
 
 MIN_SIZE, MAX_SIZE = 32, 4096
 
@@ -41,8 +41,6 @@ class _JpegVideos:
     """In-memory JPEG clips (like a prepared dataset without the disk)."""
 
     def __init__(self, size: int, num_videos: int = 4, num_frames: int = 16):
-        from data_pipelines import synthetic, video_io
-
         self.clips = [[video_io.encode_frame(f) for f in synthetic.render_video(v, num_frames,
                                                                                  size)[0]]
                       for v in range(num_videos)]
@@ -57,20 +55,16 @@ class _JpegVideos:
         return f"jpeg{video}"
 
     def read_frames(self, video: int, frame_indices) -> np.ndarray:
-        from data_pipelines import video_io
-
         return np.stack([video_io.decode_frame(self.clips[video][i]) for i in frame_indices])
 
 
 def _source(kind: str, size: int, tfds_dir: str) -> PairSource:
-    from data_pipelines import synthetic
-    from data_pipelines.sources import PairSource
-
     if kind == "jpeg":
         videos = _JpegVideos(size)
     elif kind == "synthetic":
         videos = synthetic.SyntheticVideos(range(8), 64, size)
     else:
+        # TensorFlow Datasets loads only for this source: data_pipelines runs without it.
         from data_pipelines.tfds_builder import TfdsVideos
 
         videos = TfdsVideos(tfds_dir, "train")
@@ -82,10 +76,6 @@ def run(size: int, preset: str, source: PairSource, num_pairs: int,
     """Time read / augment / degrade for ``num_pairs`` pairs on the calling thread; each
     ``batch_size`` consecutive pairs share the degradation's per-batch choices where the
     preset's default config has them (as a training batch does)."""
-    from data_pipelines.augment import AugmentPair
-    from data_pipelines.config import default_data_config
-    from data_pipelines.degradation import DegradeSource, default_degradation_config
-
     augment = AugmentPair(default_data_config().augmentation)
     degrade = DegradeSource(default_degradation_config(preset))
     rng, batch_rng = np.random.default_rng(0), np.random.default_rng(1)
@@ -166,15 +156,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = _parse(argv)
-    import cv2
-
     cv2.setNumThreads(1)  # per-core numbers
     results = []
     for size in args.sizes:
         try:
             source = _source(args.source, size, args.tfds_dir)
         except DatasetNotFoundError as err:  # a --tfds-dir without a prepared dataset
-            raise SystemExit(f"error: {err}") from None
+            raise fail(str(err)) from None
         for preset in args.presets:
             results.append(run(size, preset, source, args.pairs, args.batch_size))
             print(json.dumps(results[-1]), file=sys.stderr)

@@ -1,14 +1,26 @@
-"""One-line, actionable failures for missing or unusable datasets."""
+"""The library's error base and how a `main()` exits on one; dataset errors.
+
+`data_pipelines` sits below `asrth_jax` (which re-exports `AsrthError` and `fail` from
+here: `asrth_jax.errors`, `asrth_jax.cli_args`), so the errors of both packages share
+one base and a data error is caught as any other `errors.AsrthError`.
+"""
 
 from __future__ import annotations
 
-from asrth_jax import errors
+
+class AsrthError(Exception):
+    """A problem the user can fix; `str(error)` is one line naming it and the fix."""
 
 
-class DatasetNotFoundError(errors.AsrthError, FileNotFoundError):
+def fail(message: str) -> SystemExit:
+    """The SystemExit a `main()` raises: `error: <first line>` on stderr, exit status 1."""
+    first = message.splitlines()[0] if message else "failed"
+    return SystemExit(f"error: {first.removeprefix('error: ')}")
+
+
+class DatasetNotFoundError(AsrthError, FileNotFoundError):
     """A configured dataset path is missing or empty: one line naming the path and the
-    command that fixes it. A typed error like every library error (`asrth_jax.errors`):
-    each `main()` turns it into that line and a non-zero exit."""
+    command that fixes it. Each `main()` turns it into that line and a non-zero exit."""
 
     def __init__(self, message: str):
         super().__init__(message)

@@ -22,6 +22,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from data_pipelines import face_mesh
+
 
 class NoFaceError(ValueError):
     """No face was detected where a face crop was required."""
@@ -212,12 +214,11 @@ def crop_video(
 
 
 def mediapipe_detector(frame: np.ndarray) -> list[Box]:
-    """The face box of MediaPipe's BlazeFace (`asrth_jax.akd`, bundled model files, run
+    """The face box of MediaPipe's BlazeFace (`face_mesh`, bundled model files, run
     offline), or [] without a face. Far more reliable on real footage than the Haar
-    cascade or skin colour; raises `akd.AKDUnavailableError` where LiteRT is missing."""
-    from asrth_jax import akd
-
-    found = akd.default_landmarker().detect(np.ascontiguousarray(frame))
+    cascade or skin colour; raises `face_mesh.FaceMeshUnavailableError` where LiteRT is
+    missing."""
+    found = face_mesh.default_landmarker().detect(np.ascontiguousarray(frame))
     if found is None:
         return []
     cx, cy, bw, bh = (float(v) for v in found[0])

@@ -10,6 +10,7 @@ read the TFDS/ArrayRecord copy instead (random access to single frames).
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -18,8 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from data_pipelines import video_io
-from data_pipelines.errors import DatasetNotFoundError, prepare_hint
+from data_pipelines.errors import AsrthError, DatasetNotFoundError, prepare_hint
 from data_pipelines.sources import identity_of
+
+
+class ManifestError(AsrthError, ValueError):
+    """A people manifest that cannot be used, or a clip it lacks (one line and the fix)."""
 
 
 def split_of(name: str, train_fraction: float = 0.8) -> str:
@@ -38,23 +43,21 @@ def split_of(name: str, train_fraction: float = 0.8) -> str:
 
 def read_people(manifest: str | Path) -> dict[str, str]:
     """File name -> person from a tab-separated manifest with `file` and `person_id`
-    columns (`real_faces/MANIFEST.tsv`); bad files raise a one-line ValueError."""
-    import csv
-
+    columns (`real_faces/MANIFEST.tsv`); bad files raise a one-line ManifestError."""
     path = Path(manifest)
     if not path.is_file():
-        raise ValueError(f"manifest {path} does not exist; pass the TSV that gives each "
-                         "clip's person_id")
+        raise ManifestError(f"manifest {path} does not exist; pass the TSV that gives each "
+                            "clip's person_id")
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, delimiter="\t")
         missing = {"file", "person_id"} - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"manifest {path} lacks the column(s) {sorted(missing)}; it needs "
-                             "a tab-separated header with 'file' and 'person_id'")
+            raise ManifestError(f"manifest {path} lacks the column(s) {sorted(missing)}; it "
+                                "needs a tab-separated header with 'file' and 'person_id'")
         people = {row["file"]: row["person_id"].strip() for row in reader}
     if bad := [f for f, person in people.items() if not person or "#" in person]:
-        raise ValueError(f"manifest {path}: clip {bad[0]} has an empty person_id or one "
-                         "with '#'")
+        raise ManifestError(f"manifest {path}: clip {bad[0]} has an empty person_id or one "
+                            "with '#'")
     return people
 
 
@@ -65,8 +68,8 @@ def clip_name(path: Path, people: dict[str, str] | None = None) -> str:
     if people is None:
         return name
     if path.name not in people:
-        raise ValueError(f"{path.name} is not in the manifest; add a row with its person_id "
-                         "or move the clip out of --videos")
+        raise ManifestError(f"{path.name} is not in the manifest; add a row with its "
+                            "person_id or move the clip out of --videos")
     return f"{people[path.name]}#{name}"
 
 

@@ -48,7 +48,8 @@ def build_videos(config: ml_collections.ConfigDict, split: str) -> VideoCollecti
         return folders.FolderVideos(paths, config.image_size, config.max_frames_per_video,
                                     config.video_cache_size)
     if kind == "tfds":
-        from data_pipelines.tfds_builder import open_prepared  # TF import only when needed
+        # TensorFlow Datasets loads only for this kind: the other kinds run without it.
+        from data_pipelines.tfds_builder import open_prepared
 
         if not config.tfds_dir:
             raise DatasetNotFoundError(

@@ -19,7 +19,7 @@ the VoxCeleb id before '#', else the clip name.
 ``--track-faces`` crops real footage as FOMM's ``crop-video.py`` does: MediaPipe's face
 box (bundled, offline) on every frame, runs of frames whose face stays in place become
 clips (``name#k``), each with one fixed box, cut where the face is lost; the frames' face
-landmarks (the 13 points of ``akd.TEACHER_MESH_POINTS``) are stored beside the dataset
+landmarks (the 13 points of ``face_mesh.TEACHER_MESH_POINTS``) are stored beside the dataset
 (``OUT/landmarks/<split>.npz``) for the optional landmark teachers.
 
 Undecodable clips (--skip-corrupt) and, with --crop or --track-faces, clips without a
@@ -38,8 +38,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
-from asrth_jax import akd
-from data_pipelines import face_crop, folders, video_io
+from data_pipelines import face_crop, face_mesh, folders, video_io
+from data_pipelines.errors import AsrthError, fail
 from data_pipelines.tfds_builder import (
     TalkingHeadFrames,
     TalkingHeadFramesConfig,
@@ -48,6 +48,10 @@ from data_pipelines.tfds_builder import (
     load_cached_landmarks,
     save_cached_video,
 )
+
+
+class PrepareError(AsrthError):
+    """Arguments or videos a dataset cannot be prepared from (one line naming the fix)."""
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -114,7 +118,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         problems.append(f"--out {args.out} is a file; pass a folder for the dataset")
     if problems:
-        raise SystemExit("error: " + problems[0])
+        raise PrepareError(problems[0])
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -129,30 +133,22 @@ def _settings(args: argparse.Namespace) -> dict:
     return settings
 
 
-def _empty_split_error(args: argparse.Namespace, split: str, why: str) -> SystemExit:
+def _empty_split_error(split: str, why: str) -> PrepareError:
     escape = " or pass --allow-empty-test" if split == "test" else ""
-    return SystemExit(f"error: the {split} split is empty: {why}{escape}")
+    return PrepareError(f"the {split} split is empty: {why}{escape}")
 
 
 def _people(args: argparse.Namespace) -> dict[str, str] | None:
-    if not args.manifest:
-        return None
-    try:
-        return folders.read_people(args.manifest)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+    return folders.read_people(args.manifest) if args.manifest else None
 
 
 def plan_splits(args: argparse.Namespace) -> dict[str, list[Path]]:
     """Videos per split; an empty split stops here, before any decoding."""
-    try:
-        planned = folders.assign_splits(args.videos, args.train_fraction, _people(args))
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+    planned = folders.assign_splits(args.videos, args.train_fraction, _people(args))
     for split in ("train", "test"):
         if not planned[split] and not (split == "test" and args.allow_empty_test):
             raise _empty_split_error(
-                args, split, folders.empty_split_fix(args.videos, split, args.train_fraction))
+                split, folders.empty_split_fix(args.videos, split, args.train_fraction))
     return planned
 
 
@@ -182,23 +178,24 @@ def _landmark_runs(landmarks: list, min_frames: int) -> list[tuple[int, int]]:
 
 def tracked_clips(frames, size: int, min_frames: int,
                   detector: face_crop.Detector | None = None,
-                  landmarker: akd.LandmarkFn | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                  landmarker: face_mesh.LandmarkFn | None = None
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The clips ``--track-faces`` keeps of one video: (frames (T, size, size, 3) uint8,
     teacher landmarks (T, 13, 2) in their pixels, centres at integers) for every run of
     frames where the face stays in place (`face_crop.face_tracks`) and the face mesh
     finds it (a frame without landmarks cuts the run too)."""
-    landmarker = landmarker or akd.default_landmarker().landmarks
+    landmarker = landmarker or face_mesh.default_landmarker().landmarks
     clips = []
     for start, stop, box in face_crop.face_tracks(frames, detector=detector,
                                                   min_frames=min_frames):
-        # Landmarks at AKD's 256 px (the mesh's working size), whatever --size is.
-        at_mesh = face_crop.apply_box(frames[start:stop], box, akd.AKD_SIZE)
+        # Landmarks at the mesh's 256 px (AKD's size), whatever --size is.
+        at_mesh = face_crop.apply_box(frames[start:stop], box, face_mesh.FRAME_SIZE)
         meshes = [landmarker(frame) for frame in at_mesh]
         for a, b in _landmark_runs(meshes, min_frames):
             # Pixel centres: +0.5 in the mesh's frame, integers in the dataset's.
-            points = np.stack([akd.teacher_landmarks(m) for m in meshes[a:b]])
+            points = np.stack([face_mesh.teacher_landmarks(m) for m in meshes[a:b]])
             clips.append((face_crop.apply_box(frames[start + a:start + b], box, size),
-                          (points * (size / akd.AKD_SIZE) - 0.5).astype(np.float32)))
+                          (points * (size / face_mesh.FRAME_SIZE) - 0.5).astype(np.float32)))
     return clips
 
 
@@ -225,7 +222,7 @@ def _skip_corrupt(args: argparse.Namespace, path: Path, err: ValueError,
                   skipped: dict[str, int]) -> None:
     """An undecodable clip stops the run, or with --skip-corrupt is counted and said."""
     if not args.skip_corrupt:
-        raise SystemExit(f"error: {err} (or pass --skip-corrupt)") from None
+        raise PrepareError(f"{err} (or pass --skip-corrupt)") from None
     skipped["corrupt"] += 1
     tqdm.write(f"skipping {path}: {err}", file=sys.stderr)
 
@@ -236,8 +233,8 @@ def cache_videos(args: argparse.Namespace) -> dict[str, list[str]]:
     cache = Path(args.out) / "cache"
     settings_file = cache / "settings.json"
     if settings_file.exists() and json.loads(settings_file.read_text()) != _settings(args):
-        raise SystemExit(
-            f"error: {cache} was prepared with other settings "
+        raise PrepareError(
+            f"{cache} was prepared with other settings "
             f"({settings_file.read_text().strip()}); use a new --out or delete that folder")
     cache.mkdir(parents=True, exist_ok=True)
     settings_file.write_text(json.dumps(_settings(args)))
@@ -291,8 +288,8 @@ def cache_videos(args: argparse.Namespace) -> dict[str, list[str]]:
     for split in ("train", "test"):
         if planned[split] and not splits[split] and not (split == "test"
                                                          and args.allow_empty_test):
-            raise _empty_split_error(args, split, f"all {len(planned[split])} of its videos "
-                                     "were skipped (see above)")
+            raise _empty_split_error(split, f"all {len(planned[split])} of its videos were "
+                                     "skipped (see above)")
     (cache / "manifest.json").write_text(json.dumps({"splits": splits}, indent=1))
     return splits
 
@@ -339,8 +336,13 @@ def _write_landmarks(out: Path, splits: dict[str, list[str]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    args = _parse(argv)
-    return build_tfds(args, cache_videos(args))
+    """The CLI: a typed error of any step (bad argument, manifest, empty split, corrupt
+    clip, missing face models) becomes one `error:` line and exit status 1."""
+    try:
+        args = _parse(argv)
+        return build_tfds(args, cache_videos(args))
+    except AsrthError as err:
+        raise fail(str(err)) from None
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import imageio.v2 as imageio
 import numpy as np
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
@@ -86,8 +87,6 @@ def read_video(path: Path, max_frames: int | None = None) -> np.ndarray:
 def _read_with_imageio(path: Path, max_frames: int | None) -> list[np.ndarray]:
     """Fallback decoder (imageio-ffmpeg) for containers OpenCV cannot open."""
     try:
-        import imageio.v2 as imageio
-
         frames = []
         with imageio.get_reader(str(path)) as reader:
             for frame in reader:

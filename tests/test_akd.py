@@ -1,4 +1,5 @@
-"""AKD from the offline face-landmark detector (MediaPipe models run through LiteRT)."""
+"""AKD from the offline face-landmark detector (`data_pipelines.face_mesh`: MediaPipe models
+run through LiteRT)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asrth_jax import akd
+from asrth_jax import akd, errors
+from data_pipelines import face_mesh
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
@@ -29,7 +31,7 @@ def test_akd_with_given_landmarks():
 
 
 def test_anchors_match_blazeface_short_range():
-    anchors = akd._ssd_anchors()
+    anchors = face_mesh._ssd_anchors()
     assert anchors.shape == (896, 2)
     # 16x16 cells of stride 8 with 2 anchors each, then 8x8 cells of stride 16 with 6
     np.testing.assert_allclose(anchors[:2], [[1 / 32, 1 / 32]] * 2)
@@ -40,9 +42,10 @@ def test_anchors_match_blazeface_short_range():
 
 def test_missing_model_file_is_one_line(tmp_path):
     pytest.importorskip("ai_edge_litert")
-    with pytest.raises(akd.AKDUnavailableError) as err:
-        akd.FaceLandmarker(model_dir=tmp_path)
+    with pytest.raises(face_mesh.FaceMeshUnavailableError) as err:
+        face_mesh.FaceLandmarker(model_dir=tmp_path)
     assert "face model" in str(err.value) and "\n" not in str(err.value)
+    assert isinstance(err.value, errors.AsrthError)  # a CLI's main() makes it one line
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ def test_akd_of_a_real_clip_is_zero_against_itself_and_four_when_shifted(clip_25
     assert clip_256.shape[1:] == (256, 256, 3)
     assert akd.status() is None
     kps = akd.landmarks_of(clip_256)
-    assert all(k is not None and k.shape == (akd.NUM_LANDMARKS, 2) for k in kps)
+    assert all(k is not None and k.shape == (face_mesh.NUM_LANDMARKS, 2) for k in kps)
     # the landmarks sit on the face, not spread over the frame
     spread = np.ptp(kps[0], axis=0)
     assert np.all((40 < spread) & (spread < 200))

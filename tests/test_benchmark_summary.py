@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from asrth_jax import benchmark
+from asrth_jax import benchmark, memory_fit
 from asrth_jax.models import summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def test_largest_batch_sized_from_an_earlier_plan_skips_the_probe(monkeypatch, t
     from asrth_jax.config_lib import load_config_file
 
     monkeypatch.setattr(train_step, "TrainSetup", _FakeTrainer)
-    monkeypatch.setattr(benchmark, "memory_limit_bytes", lambda device: 100_000)
+    monkeypatch.setattr(memory_fit, "memory_limit_bytes", lambda device: 100_000)
     plan_file = tmp_path / "b4.json"
     plan_file.write_text(json.dumps({
         "batch": 4, "train_argument_size_in_bytes": 10_000, "train_output_size_in_bytes": 10_000,
@@ -234,7 +234,7 @@ def test_largest_fitting_batch_scales_temporaries_only():
     # 90% of 100_000 leaves 80_000 for 1_000 bytes per sample: 80, rounded to 8s.
     assert benchmark.largest_fitting_batch(plan, 4, 100_000, 8) == 80
     assert benchmark.largest_fitting_batch(plan, 4, 100_000, 3) == 78
-    assert benchmark.planned_bytes(plan) == 14_000
+    assert memory_fit.planned_bytes(plan) == 14_000
     # Nothing fits: the device's minimum is still returned, the caller confirms it.
     assert benchmark.largest_fitting_batch(plan, 4, 5_000, 8) == 8
 

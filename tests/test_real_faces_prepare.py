@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipelines import face_crop, folders, prepare
+from data_pipelines import face_crop, face_mesh, folders, prepare
 
 REAL_FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_faces"
 
@@ -99,12 +99,9 @@ def test_tracked_clips_store_landmarks_in_the_clip_pixels_and_cut_where_the_mesh
     assert int(clip[0, 0, 0, 0]) == 10
 
 
-def _akd_or_skip():
-    from asrth_jax import akd
-
-    if (why := akd.status()) is not None:
+def _face_mesh_or_skip() -> None:
+    if (why := face_mesh.unavailable_reason()) is not None:
         pytest.skip(why)
-    return akd
 
 
 def _first_real_clip(person: str) -> Path:
@@ -118,10 +115,11 @@ def test_teacher_landmarks_mirror_like_the_synthetic_heads():
     landmarks of a mirrored face must be the mirrored landmarks of the face."""
     from data_pipelines import synthetic, video_io
 
-    akd = _akd_or_skip()
-    frame = akd.at_akd_size(video_io.read_video(_first_real_clip("p29"), 1)[0])
-    plain = akd.teacher_landmarks(akd.default_landmarker().landmarks(frame))
-    mirrored = akd.teacher_landmarks(akd.default_landmarker().landmarks(
+    _face_mesh_or_skip()
+    frame = video_io.resize_frames(video_io.read_video(_first_real_clip("p29"), 1),
+                                   face_mesh.FRAME_SIZE)[0]
+    plain = face_mesh.teacher_landmarks(face_mesh.default_landmarker().landmarks(frame))
+    mirrored = face_mesh.teacher_landmarks(face_mesh.default_landmarker().landmarks(
         np.ascontiguousarray(frame[:, ::-1])))
     expected = plain[list(synthetic.MIRRORED_LANDMARKS)] * np.array([-1, 1]) + [256, 0]
     assert np.abs(mirrored - expected).mean() < 3.0
@@ -138,7 +136,7 @@ def test_prepare_real_faces_by_person_with_landmarks(tmp_path):
     from data_pipelines.sources import PairSource
     from data_pipelines.tfds_builder import TfdsVideosWithLandmarks, open_prepared
 
-    _akd_or_skip()
+    _face_mesh_or_skip()
     root = tmp_path / "clips"
     root.mkdir()
     rows = []
@@ -170,7 +168,8 @@ def test_landmark_teachers_accept_prepared_data_and_refuse_data_without_landmark
 
     from asrth_jax.config_lib import base_config
     from asrth_jax.errors import ConfigError
-    from asrth_jax.train_step import TrainSetup, check_headpose_teacher
+    from asrth_jax.teachers import check_headpose_teacher
+    from asrth_jax.train_step import TrainSetup
 
     config = base_config()
     config.loss.landmark_keypoints = 10.0
@@ -193,7 +192,7 @@ def test_real_small_states_its_recipe_and_needs_no_weight_file():
     the face-mesh landmark teachers (non-paper) from prepared data; nothing only the
     synthetic renderer knows; no file needed."""
     from asrth_jax.config_lib import load_config_file
-    from asrth_jax.train_step import check_teachers
+    from asrth_jax.teachers import check_teachers
 
     root = Path(__file__).resolve().parents[1]
     config = load_config_file(str(root / "configs" / "real_small.py"))
