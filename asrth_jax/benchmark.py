@@ -44,7 +44,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from asrth_jax import compile_cache, memory_fit
+from asrth_jax import cli_args, compile_cache, inference, memory_fit
+from asrth_jax.config_lib import ConfigError, load_config_file
+from asrth_jax.models import adasr, vgg
+from asrth_jax.profile_summary import format_summary, summarize_trace
 
 # Dense peak FLOP/s per chip by (device kind substring, dtype): vendor datasheets.
 PEAK_FLOPS = {
@@ -119,8 +122,6 @@ def _ignore(phase: str, values: dict[str, Any]) -> None:
 def write_json(path: str | os.PathLike, result: dict[str, Any]) -> None:
     """`result` as one JSON line, written beside `path` and renamed over it: a reader (or
     a kill) never sees half a file."""
-    from asrth_jax import cli_args
-
     with cli_args.replaced_when_whole(path) as temporary:
         Path(temporary).write_text(json.dumps(result) + "\n")
 
@@ -133,7 +134,8 @@ def progress(message: str) -> None:
 
 def random_frozen_networks(loss):
     """The configured perceptual trunk with random weights (same FLOPs, no file)."""
-    from asrth_jax.models import vgg
+    # The training stack (train_step -> sharding -> Orbax) loads only for the train phase:
+    # --matmul-only and --inference-only run without it.
     from asrth_jax.train_step import FrozenNetworks
 
     make = {"vgg19": vgg.make_vgg19, "lpips_vgg16": vgg.make_vgg16}.get(loss.perceptual_network)
@@ -160,6 +162,8 @@ def random_train_batch(rng: np.random.Generator, batch: int, size: int, *, pose:
     x, y in the keypoint frame) and landmarks (`landmarks`, `source_landmarks`: x, y
     pixels of the driving and the source frame) and the moving mask (`moving_mask`: a
     random box of head per example)."""
+    # The training stack (train_step -> sharding -> Orbax) loads only for the train phase:
+    # --matmul-only and --inference-only run without it.
     from asrth_jax.train_step import (
         BATCH_KEYS,
         CENTRE_KEY,
@@ -197,6 +201,8 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
     from a probe compile at `probe_batch`, or from `probe_plan` (an earlier run's plan
     and its batch), which saves that compile. Each phase's figures go to
     `record(phase, values)` as soon as they are measured."""
+    # The training stack (train_step -> sharding -> Orbax) loads only for the train phase:
+    # --matmul-only and --inference-only run without it.
     from asrth_jax import sharding, train_step
     from asrth_jax.train_step import TrainSetup
 
@@ -290,8 +296,6 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
                   train_loss_finite=bool(np.isfinite(float(metrics["generator_total"]))))
     record("steps", result)
     if profile_dir:
-        from asrth_jax.profile_summary import summarize_trace
-
         with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
             for _ in range(3):
                 state, metrics = compiled(state, data, trainer.frozen_state)
@@ -308,8 +312,6 @@ def benchmark_inference(config, batch: int, steps: int, dtype: str | None) -> di
     time, seconds per frame (median of `steps` batches, host copy included) and compiled
     FLOPs per frame. `inference_first_frame_s` runs from building the generator to the
     first rendered batch on the host."""
-    from asrth_jax import inference
-    from asrth_jax.models import adasr
 
     start = time.perf_counter()
     animator = inference.make_animator(adasr.build_generator(config.model, dtype=dtype), batch)
@@ -420,8 +422,6 @@ def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: boo
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    from asrth_jax import cli_args
-
     parser = cli_args.OneLineParser(prog="python -m asrth_jax.benchmark")
     parser.add_argument("--config", default=None, help="required unless --matmul-only")
     parser.add_argument("--batch", type=cli_args.non_negative_int, default=None,
@@ -457,15 +457,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _batch_list(text: str) -> tuple[int, ...]:
-    from asrth_jax import cli_args
-
     return tuple(cli_args.positive_int(part) for part in text.split(","))
 
 
 def _check_args(args: argparse.Namespace) -> None:
     """Refuses bad flag combinations and output paths before anything is built."""
-    from asrth_jax import cli_args
-
     if args.matmul_only:
         if args.config or args.inference_only or args.compile_only or args.profile:
             raise ValueError("--matmul-only runs alone; drop --config, --inference-only, "
@@ -514,15 +510,11 @@ def _print(result: dict[str, Any]) -> None:
         shown = f"{value:.4g}" if isinstance(value, float) else value
         print(f"{key:>28}: {shown}")
     if "train_profile" in result:
-        from asrth_jax.profile_summary import format_summary
-
         print(format_summary(result["train_profile"]))
     print(json.dumps(result))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from asrth_jax import cli_args
-    from asrth_jax.config_lib import ConfigError, load_config_file
 
     args = _parse(argv)
     compile_cache.enable_if(args.compile_cache)
