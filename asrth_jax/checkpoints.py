@@ -24,9 +24,13 @@ from flax import nnx
 from asrth_jax import errors
 
 if TYPE_CHECKING:
-    from asrth_jax.train_step import TrainState
+    from asrth_jax.train_state import TrainState
 
 MODELS_ITEM = "models"
+# The `optimizer` item's key of each network's optimiser state (the `models` item keys
+# networks by their `TrainState` field names); names on disk, kept as the first
+# training checkpoints wrote them.
+OPTIMIZER_KEYS = {"generator_side": "gen_opt", "discriminator": "disc_opt"}
 
 
 CheckpointError = errors.CheckpointError  # re-exported beside its subclasses below
@@ -247,28 +251,26 @@ def restore_models(directory: str, generator_side: nnx.Module,
 def state_to_items(state: TrainState) -> dict[str, Any]:
     """Train state -> checkpoint items `models` (the layout of `model_state`, so animate
     and evaluate read training runs directly), `optimizer` and `meta`."""
-    models = {
-        "generator_side": nnx.merge_state(state.gen_params, state.gen_rest),
-        "discriminator": nnx.merge_state(state.disc_params, state.disc_rest),
-    }
+    networks = state.networks()
     return {
-        MODELS_ITEM: {k: v.to_pure_dict() for k, v in models.items()},
-        "optimizer": {"gen_opt": state.gen_opt, "disc_opt": state.disc_opt},
+        MODELS_ITEM: {name: nnx.merge_state(network.params, network.rest).to_pure_dict()
+                      for name, network in networks.items()},
+        "optimizer": {OPTIMIZER_KEYS[name]: network.opt for name, network in networks.items()},
         "meta": {"step": state.step, "rng": state.rng},
     }
 
 
 def items_to_state(items: dict[str, Any], abstract_state: TrainState) -> TrainState:
     """Restored `state_to_items` output -> train state (structure from `abstract_state`)."""
-    split = {}
-    for side, key in (("gen", "generator_side"), ("disc", "discriminator")):
-        merged = nnx.merge_state(getattr(abstract_state, f"{side}_params"),
-                                 getattr(abstract_state, f"{side}_rest"))
-        nnx.replace_by_pure_dict(merged, items[MODELS_ITEM][key])
-        split[f"{side}_params"], split[f"{side}_rest"] = nnx.split_state(merged, nnx.Param, ...)
-    return abstract_state.replace(
-        step=items["meta"]["step"], rng=items["meta"]["rng"],
-        gen_opt=items["optimizer"]["gen_opt"], disc_opt=items["optimizer"]["disc_opt"], **split)
+    networks = {}
+    for name, network in abstract_state.networks().items():
+        merged = nnx.merge_state(network.params, network.rest)
+        nnx.replace_by_pure_dict(merged, items[MODELS_ITEM][name])
+        params, rest = nnx.split_state(merged, nnx.Param, ...)
+        networks[name] = network.replace(params=params, rest=rest,
+                                         opt=items["optimizer"][OPTIMIZER_KEYS[name]])
+    return abstract_state.replace(step=items["meta"]["step"], rng=items["meta"]["rng"],
+                                  **networks)
 
 
 class ResumeError(CheckpointError):

@@ -482,7 +482,7 @@ def check_training_config(config: ml_collections.ConfigDict) -> None:
     from asrth_jax import sharding
     from asrth_jax.models.generator import check_num_down_blocks
     from asrth_jax.schedule import check_training_length
-    from asrth_jax.train_step import check_teachers
+    from asrth_jax.teachers import check_teachers
     from data_pipelines.degradation import validate_config as check_degradation
 
     validate(config)

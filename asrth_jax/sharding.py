@@ -7,16 +7,16 @@ also split parameters and optimiser state). The batch is split over both axes.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-if TYPE_CHECKING:
-    from asrth_jax.train_step import TrainState
+from asrth_jax.train_state import TrainState
 
 MESH_AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
@@ -63,9 +63,9 @@ def fsdp_spec(shape: tuple[int, ...], fsdp_size: int) -> P:
 
 
 def state_shardings(abstract_state: TrainState, mesh: Mesh, shard_params: bool) -> TrainState:
-    """Shardings for a `TrainState`: parameters and optimiser moments follow
-    `fsdp_spec` when `shard_params`, everything else (step, rng, BatchNorm statistics,
-    spectral vectors) is replicated."""
+    """Shardings for a `TrainState`: each network's parameters and optimiser moments
+    follow `fsdp_spec` when `shard_params`, everything else (step, rng, BatchNorm
+    statistics, spectral vectors) is replicated."""
     fsdp_size = mesh.shape["fsdp"]
     replicated = jax.tree.map(lambda _: NamedSharding(mesh, P()), abstract_state)
     if not shard_params:
@@ -75,10 +75,11 @@ def state_shardings(abstract_state: TrainState, mesh: Mesh, shard_params: bool) 
         return jax.tree.map(
             lambda leaf: NamedSharding(mesh, fsdp_spec(tuple(leaf.shape), fsdp_size)), tree)
 
-    return replicated.replace(
-        gen_params=spread(abstract_state.gen_params), gen_opt=spread(abstract_state.gen_opt),
-        disc_params=spread(abstract_state.disc_params),
-        disc_opt=spread(abstract_state.disc_opt))
+    return replicated.replace(**{
+        name: replicated_network.replace(params=spread(network.params),
+                                         opt=spread(network.opt))
+        for (name, network), replicated_network in zip(
+            abstract_state.networks().items(), replicated.networks().values(), strict=True)})
 
 
 def place(tree: Any, shardings: Any) -> Any:
@@ -92,12 +93,11 @@ def place(tree: Any, shardings: Any) -> Any:
 
 
 def process_barrier(name: str, timeout_s: float = 1800.0) -> None:
-    """All processes wait here (coordination service, not a device collective)."""
+    """All processes wait here (coordination service, not a device collective: Orbax's
+    public barrier on the `jax.distributed` client)."""
     if jax.process_count() == 1:
         return
-    from jax._src import distributed
-
-    distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
+    ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=int(timeout_s * 1000))
 
 
 def check_deterministic_reductions(mesh_config: ml_collections.ConfigDict) -> None:

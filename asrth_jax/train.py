@@ -1,7 +1,7 @@
 """Train AdaSR: `python -m asrth_jax.train --config configs/vox.py --workdir DIR`.
 
 One loop (big_vision style), read top to bottom: the config checked once
-(`config_lib.check_training_config`), data from Grain, the state (`train_step.TrainState`,
+(`config_lib.check_training_config`), data from Grain, the state (`train_state.TrainState`,
 restored or initialised), one jitted `train_step` per step (`train_step.TrainSetup`), and
 side effects at the edge: Orbax checkpoints (`checkpoints.TrainCheckpointer`: async,
 kept N, also on SIGTERM), TensorBoard scalars and `metrics.jsonl`, image grids through
@@ -253,10 +253,10 @@ def _restore_or_init(setup, checkpointer, config, workdir: str, is_chief: bool):
         return state
     state = setup.init_state(config.seed)
     if is_chief:
-        for name, params in (("generator side", state.gen_params),
-                             ("discriminator", state.disc_params)):
-            logging.info("%s parameters:\n%s", name, parameter_overview.get_parameter_overview(
-                params.to_pure_dict(), include_stats=False))
+        for name, network in state.networks().items():
+            logging.info("%s parameters:\n%s", name.replace("_", " "),
+                         parameter_overview.get_parameter_overview(
+                             network.params.to_pure_dict(), include_stats=False))
     return state
 
 
@@ -285,8 +285,9 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
     from clu import metric_writers, periodic_actions
 
     from asrth_jax import checkpoints, memory_fit
+    from asrth_jax.optimizer import lr_schedule
     from asrth_jax.schedule import resolve_epochs
-    from asrth_jax.train_step import TrainSetup, lr_schedule
+    from asrth_jax.train_step import TrainSetup
     from data_pipelines.pipeline import make_pair_source, make_train_loader
 
     is_chief = jax.process_index() == 0

@@ -1,13 +1,13 @@
 """The AdaSR update: pure functions of a typed train state (Flax examples' layout).
 
-- `TrainState`: what training updates (step, rng, parameters and the rest of the
-  generator side and of the discriminator, both optimiser states); checkpoints map it
-  to their items in `asrth_jax.checkpoints`.
-- `StepDefs` (`make_step_defs`): what is static (graph definitions, optimisers, the
-  resolved loss weights), closed over with `functools.partial`.
+- `TrainState` (`asrth_jax.train_state`): what training updates, nested per network;
+  checkpoints map it to their items in `asrth_jax.checkpoints`.
+- `StepDefs` (`make_step_defs`): what is static (graph definitions, optimisers from
+  `asrth_jax.optimizer`, the resolved loss weights), closed over with `functools.partial`.
 - `init_state`, `train_step`, `eval_step`, `visual_step`: module-level and pure; the
   losses are one small function per family (reconstruction, adversarial,
-  equivariance, pose).
+  equivariance, pose), taught by the frozen networks and data truths of
+  `asrth_jax.teachers`.
 - `TrainSetup`: jits them with their shardings for one run and caches the
   ahead-of-time compiles (with a process barrier).
 
@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
-import os
-import re
 from typing import Any
 
 import jax
@@ -39,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import nnx, struct
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -48,224 +45,24 @@ from asrth_jax.errors import ConfigError
 from asrth_jax.models import adasr, blocks
 from asrth_jax.models.head_pose import head_pose_degrees, transform_keypoints
 from asrth_jax.models.hopenet import hopenet_preprocess
+from asrth_jax.optimizer import check_lr_mults, make_optimizer
+from asrth_jax.teachers import (
+    CENTRE_KEY,
+    LANDMARKS_KEY,
+    MOVING_MASK_KEY,
+    POSE_KEY,
+    SOURCE_LANDMARKS_KEY,
+    FrozenNetworks,
+    headpose_weight,
+    teacher_keys,
+)
+from asrth_jax.train_state import NetworkState, TrainState
 from asrth_jax.transforms import sample_transform_params, transform_frame
-from data_pipelines import synthetic
+from data_pipelines.coordinates import keypoint_frame
 
 Batch = dict[str, jax.Array]
 BATCH_KEYS = ("source", "source_lq", "driving")
-POSE_KEY = "driving_pose"  # (B, 3) true yaw, pitch, roll in degrees
-CENTRE_KEY = "driving_centre"  # (B, 2) true head centre x, y in the keypoint frame
-LANDMARKS_KEY = "driving_landmarks"  # (B, L, 2) true landmark pixels x, y
-SOURCE_LANDMARKS_KEY = "source_landmarks"  # the same in the source frame
-MOVING_MASK_KEY = "moving_mask"  # (B, H, W) bool: the head in either frame
-HEADPOSE_TEACHERS = ("hopenet", "data")
-# Loss terms taught by what only the synthetic renderer knows: (term, what it reads,
-# the batch keys that hold it).
-SYNTHETIC_TRUTH_TERMS = (
-    ("head_translation", "head centres", (CENTRE_KEY,)),
-    ("landmark_keypoints", "landmarks", (LANDMARKS_KEY,)),
-    ("landmark_motion", "landmarks", (SOURCE_LANDMARKS_KEY, LANDMARKS_KEY)),
-    ("background_motion", "head masks", (MOVING_MASK_KEY,)),
-)
-# Truths a prepared real dataset can hold too: the face-mesh landmarks that
-# `data_pipelines.prepare --track-faces` stores (MediaPipe, not a true landmark: a
-# teacher of our own, not the paper's).
-PREPARED_TRUTHS = ("landmarks",)
 
-
-def teacher_keys(loss: ml_collections.ConfigDict, pose_from_data: bool) -> tuple[str, ...]:
-    """The batch keys (beyond the images) that the teachers which are on read."""
-    keys = [POSE_KEY] if pose_from_data else []
-    for term, _, term_keys in SYNTHETIC_TRUTH_TERMS:
-        if loss[term]:
-            keys += [k for k in term_keys if k not in keys]
-    return tuple(keys)
-
-
-def lr_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
-    """Step decay x`decay_factor` at each milestone; the optimiser and the log share it."""
-    return optax.piecewise_constant_schedule(
-        optim.lr, {int(m): float(optim.decay_factor) for m in optim.decay_milestones})
-
-
-def parameter_path(path: tuple) -> str:
-    """"generator/dense_motion_network/mask/kernel" for a key path into an nnx.State."""
-    return "/".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
-
-
-def lr_multipliers(params: Any, rules: tuple) -> Any:
-    """Per-parameter learning-rate multipliers: the first `(regex, multiplier)` rule
-    whose regex is found in the parameter's path, else 1."""
-    def pick(path, _):
-        name = parameter_path(path)
-        return next((float(m) for pattern, m in rules if re.search(pattern, name)), 1.0)
-
-    return jax.tree_util.tree_map_with_path(pick, params)
-
-
-def check_lr_mults(rules: tuple, *param_trees: Any) -> None:
-    """A rule that matches no parameter is a typo: one line naming it."""
-    names = [parameter_path(path) for tree in param_trees
-             for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-    for pattern, _ in rules:
-        if not any(re.search(pattern, name) for name in names):
-            raise ConfigError(f"config.optim.lr_mults pattern {pattern!r} matches no "
-                              f"parameter; paths look like {names[0]!r}")
-
-
-def scale_by_lr_mults(rules: tuple) -> optax.GradientTransformation:
-    def update(updates, state, params=None):
-        del params
-        mults = lr_multipliers(updates, rules)
-        return jax.tree.map(lambda u, m: u if m == 1.0 else u * m, updates, mults), state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
-def make_optimizer(optim: ml_collections.ConfigDict, grad_clip_norm: float
-                   ) -> optax.GradientTransformation:
-    """Adam(b1, b2) on `lr_schedule`, with optional global-norm clipping and
-    per-parameter learning-rate multipliers (`optim.lr_mults`)."""
-    parts = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm > 0 else []
-    parts.append(optax.adam(lr_schedule(optim), b1=optim.b1, b2=optim.b2))
-    if optim.lr_mults:
-        parts.append(scale_by_lr_mults(tuple(tuple(r) for r in optim.lr_mults)))
-    return optax.chain(*parts)
-
-
-@dataclasses.dataclass
-class FrozenNetworks:
-    """Fixed networks the losses use: perceptual trunk and optional HopeNet teacher."""
-
-    perceptual: nnx.Module
-    hopenet: nnx.Module | None
-
-    @classmethod
-    def from_config(cls, loss: ml_collections.ConfigDict) -> FrozenNetworks:
-        """The teachers the loss weights use: a term whose weight is 0 loads no file
-        (`--config.loss.headpose=0` trains without `weights/hopenet.npz`)."""
-        from asrth_jax.models import vgg
-
-        check_teacher_files(loss)
-        try:
-            if loss.perceptual_network == "vgg19" and not perceptual_term_on(loss):
-                # Its features are weighted 0 (XLA drops them): the trunk's shape only.
-                perceptual = vgg.make_vgg19()
-            else:
-                perceptual = vgg.make_perceptual_network(loss.perceptual_network,
-                                                         loss.vgg19_weights or None)
-            hopenet = None
-            if hopenet_teaches(loss):
-                from asrth_jax.models.hopenet import load_hopenet_npz
-
-                hopenet = load_hopenet_npz(loss.hopenet_weights)
-                hopenet.eval()
-        except ValueError as exc:  # weights of another network, or an unreadable file
-            raise ConfigError(f"a teacher's weights cannot be used: {exc}") from None
-        return cls(perceptual, hopenet)
-
-
-def perceptual_term_on(loss: ml_collections.ConfigDict) -> bool:
-    """The perceptual loss has a scale and a layer of non-zero weight."""
-    return bool(loss.perceptual_scales) and any(loss.perceptual)
-
-
-def hopenet_teaches(loss: ml_collections.ConfigDict) -> bool:
-    """The head-pose loss is on and HopeNet (not the data) teaches it."""
-    return bool(loss.headpose) and loss.headpose_teacher == "hopenet"
-
-
-def check_headpose_teacher(loss: ml_collections.ConfigDict, data_kind: str) -> None:
-    """One-line errors for a teacher that is not known or that the data cannot give."""
-    if loss.headpose_teacher not in HEADPOSE_TEACHERS:
-        raise ValueError(f"config.loss.headpose_teacher must be one of {HEADPOSE_TEACHERS}, "
-                         f"got {loss.headpose_teacher!r}")
-    if loss.headpose_teacher == "data" and loss.headpose and data_kind != "synthetic":
-        raise ValueError(f"config.loss.headpose_teacher='data' needs true head poses, which "
-                         f"only data.kind='synthetic' has (got {data_kind!r}); use 'hopenet' "
-                         f"with config.loss.hopenet_weights")
-    for term, truth, _ in SYNTHETIC_TRUTH_TERMS:
-        prepared = truth in PREPARED_TRUTHS
-        if loss[term] and data_kind != "synthetic" and not (prepared and data_kind == "tfds"):
-            also = (" or a dataset from `data_pipelines.prepare --track-faces` (kind 'tfds')"
-                    if prepared else "")
-            raise ValueError(f"config.loss.{term}={loss[term]} needs true {truth}, which "
-                             f"only data.kind='synthetic'{also} has (got {data_kind!r}); set "
-                             f"--config.loss.{term}=0")
-
-
-def _missing(path: str) -> str | None:
-    """Why a teacher file cannot be read, or None. Reads only the headers of the .npz
-    members (not the arrays), so it is cheap enough to run before anything starts."""
-    import zipfile
-
-    from numpy.lib import format as npy_format
-
-    if not path:
-        return "is empty"
-    if not os.path.isfile(path):
-        return f"names {path}, which does not exist"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if not archive.namelist():
-                return f"names {path}, which holds no arrays"
-            for name in archive.namelist():
-                with archive.open(name) as member:
-                    version = npy_format.read_magic(member)
-                    header = (npy_format.read_array_header_1_0 if version == (1, 0)
-                              else npy_format.read_array_header_2_0)
-                    if header(member)[2].hasobject:
-                        return (f"names {path}, whose member {name} holds Python objects, "
-                                "not weights")
-    except zipfile.BadZipFile:
-        return f"names {path}, which is not a .npz weights file"
-    except (OSError, ValueError) as exc:
-        return f"names {path}, which cannot be read ({' '.join(str(exc).split())[:120]})"
-    return None
-
-
-def check_teacher_files(loss: ml_collections.ConfigDict) -> None:
-    """One-line ConfigError when the recipe needs a pretrained teacher whose file is
-    not there or not a weights file (before any data or compile): the convert command
-    that makes it, or the override that trains without it. A teacher whose loss weight
-    is 0 is not needed. Nothing is dropped silently."""
-    problems = []
-    if loss.perceptual_network == "vgg19" and perceptual_term_on(loss) and \
-            (why := _missing(loss.vgg19_weights)):
-        problems.append(
-            f"config.loss.perceptual_network='vgg19' needs config.loss.vgg19_weights, which "
-            f"{why}: make it with `python -m asrth_jax.convert --vgg19 FILE --out DIR` and "
-            "pass --config.loss.vgg19_weights=DIR/vgg19.npz, or train with the substitute "
-            "--config.loss.perceptual_network=lpips_vgg16")
-    if hopenet_teaches(loss) and (why := _missing(loss.hopenet_weights)):
-        problems.append(
-            f"config.loss.headpose={loss.headpose} with the HopeNet teacher needs "
-            f"config.loss.hopenet_weights, which {why}: make it with `python -m "
-            "asrth_jax.convert --hopenet FILE --out DIR` and pass "
-            "--config.loss.hopenet_weights=DIR/hopenet.npz, or train without it: "
-            "--config.loss.headpose=0")
-    if problems:
-        raise ConfigError("; ".join(problems))
-
-
-def check_teachers(loss: ml_collections.ConfigDict, data_kind: str) -> None:
-    """Every teacher the loss config names is known, available for this data, and its
-    weights file exists (one-line ValueError otherwise)."""
-    check_headpose_teacher(loss, data_kind)
-    check_teacher_files(loss)
-
-
-def headpose_weight(loss: ml_collections.ConfigDict, has_teacher: bool) -> float:
-    """The head-pose loss needs a teacher (HopeNet or true poses). Training refuses to
-    start without it (`check_teacher_files`); a caller that builds its own frozen
-    networks without HopeNet (the benchmark's random trunks) gets 0 and a warning."""
-    if loss.headpose_teacher == "data":
-        return float(loss.headpose)
-    if loss.headpose and not has_teacher:
-        logging.warning("no HopeNet teacher was given: head-pose loss weight %s is 0 in "
-                        "this trainer", loss.headpose)
-        return 0.0
-    return float(loss.headpose)
 
 
 def _at_this_trace(tree):
@@ -277,22 +74,7 @@ def _at_this_trace(tree):
     return jax.tree.map(lambda x: x, tree)
 
 
-# ==================================================================== the state
-@struct.dataclass
-class TrainState:
-    """Everything a training run updates: the checkpoint holds exactly this
-    (`asrth_jax.checkpoints.state_to_items` maps it to the saved items)."""
-
-    step: jax.Array  # () int32: updates done
-    rng: jax.Array  # threefry key of the train-time stream (equivariance warps)
-    gen_params: nnx.State  # generator side (generator, keypoint detector, head pose)
-    gen_rest: nnx.State  # its BatchNorm statistics
-    disc_params: nnx.State
-    disc_rest: nnx.State  # spectral-norm vectors
-    gen_opt: optax.OptState
-    disc_opt: optax.OptState
-
-
+# ==================================================================== the step's statics
 @dataclasses.dataclass(frozen=True)
 class StepDefs:
     """What is static inside the step functions: graph definitions, optimisers and
@@ -353,14 +135,14 @@ def init_state(defs: StepDefs, seed: jax.Array) -> TrainState:
     _, disc_params, disc_rest = nnx.split(disc, nnx.Param, ...)
     return TrainState(
         step=jnp.zeros((), jnp.int32), rng=jax.random.PRNGKey(seed),
-        gen_params=gen_params, gen_rest=gen_rest,
-        disc_params=disc_params, disc_rest=disc_rest,
-        gen_opt=defs.gen_tx.init(gen_params), disc_opt=defs.disc_tx.init(disc_params))
+        generator_side=NetworkState(gen_params, gen_rest, defs.gen_tx.init(gen_params)),
+        discriminator=NetworkState(disc_params, disc_rest, defs.disc_tx.init(disc_params)))
 
 
 def host_networks(defs: StepDefs, seed: int) -> tuple[nnx.State, ...]:
-    """(gen_params, gen_rest, disc_params, disc_rest) with PyTorch's initialisation,
-    drawn on the host (`asrth_jax.models.torch_init`): NumPy arrays, no XLA program."""
+    """(generator-side params, rest, discriminator params, rest) with PyTorch's
+    initialisation, drawn on the host (`asrth_jax.models.torch_init`): NumPy arrays, no
+    XLA program."""
     cfg = defs.config
     gen = adasr.build_generator(cfg.model, seed=seed, dtype=cfg.train.compute_dtype,
                                 remat=cfg.train.remat, init="pytorch")
@@ -371,8 +153,8 @@ def host_networks(defs: StepDefs, seed: int) -> tuple[nnx.State, ...]:
 
 def models(defs: StepDefs, state: TrainState) -> tuple[nnx.Module, nnx.Module]:
     """Live modules (generator side, discriminator) holding the state's values."""
-    return (nnx.merge(defs.gen_def, state.gen_params, state.gen_rest),
-            nnx.merge(defs.disc_def, state.disc_params, state.disc_rest))
+    return (nnx.merge(defs.gen_def, state.generator_side.params, state.generator_side.rest),
+            nnx.merge(defs.disc_def, state.discriminator.params, state.discriminator.rest))
 
 
 # ==================================================================== loss terms
@@ -456,7 +238,7 @@ def _keypoint_and_motion_terms(defs: StepDefs, frozen: dict[str, nnx.State],
             out["he_driving"]["t"], batch[CENTRE_KEY])
     if cfg.landmark_keypoints:
         width_height = jnp.asarray(driving.shape[2:0:-1], jnp.float32)
-        landmarks = synthetic.keypoint_frame(batch[LANDMARKS_KEY], width_height)
+        landmarks = keypoint_frame(batch[LANDMARKS_KEY], width_height)
         terms["landmark_keypoints"] = cfg.landmark_keypoints * losses.landmark_keypoint_loss(
             out["kp_driving"], landmarks)
     if cfg.landmark_motion:
@@ -491,7 +273,7 @@ def generator_loss(gen_params: nnx.State, state: TrainState, batch: Batch,
     (terms, new BatchNorm statistics, new spectral vectors, prediction). Per device
     (`num_devices` > 1, see `train_step`) the batch is this device's rows."""
     gen_rest, disc_params, disc_rest = _at_this_trace(
-        (state.gen_rest, state.disc_params, state.disc_rest))
+        (state.generator_side.rest, state.discriminator.params, state.discriminator.rest))
     gen = _merge_for_training(defs, defs.gen_def, gen_params, gen_rest, num_devices)
     disc = _merge_for_training(defs, defs.disc_def, disc_params, disc_rest, num_devices)
     # As in the reference, the discriminator is in train mode here too: each of its
@@ -543,30 +325,32 @@ def train_step(defs: StepDefs, state: TrainState, batch: Batch, frozen: dict[str
     grad_fn = jax.value_and_grad(
         functools.partial(generator_loss, defs=defs, num_devices=num_devices), has_aux=True)
     (gen_loss, (terms, gen_rest, disc_rest, prediction)), gen_grads = grad_fn(
-        state.gen_params, state, batch, frozen, key)
+        state.generator_side.params, state, batch, frozen, key)
     if per_device:
         gen_loss, terms, gen_grads = device_mean((gen_loss, terms, gen_grads))
-    updates, gen_opt = defs.gen_tx.update(gen_grads, state.gen_opt, state.gen_params)
-    gen_params = optax.apply_updates(state.gen_params, updates)
+    updates, gen_opt = defs.gen_tx.update(gen_grads, state.generator_side.opt,
+                                          state.generator_side.params)
+    gen_params = optax.apply_updates(state.generator_side.params, updates)
 
     scalars = dict(terms)
     scalars["generator_total"] = gen_loss
     scalars["generator_grad_norm"] = optax.global_norm(gen_grads)
-    disc_params, disc_opt = state.disc_params, state.disc_opt
+    disc_params, disc_opt = state.discriminator.params, state.discriminator.opt
     if defs.config.loss.generator_gan:
         # From the spectral vectors the generator pass advanced.
         (disc_loss, disc_rest), disc_grads = jax.value_and_grad(
             functools.partial(discriminator_loss, defs=defs, num_devices=num_devices),
             has_aux=True)(
-                state.disc_params, disc_rest, batch["driving"].astype(jnp.float32), prediction)
+                disc_params, disc_rest, batch["driving"].astype(jnp.float32), prediction)
         if per_device:
             disc_loss, disc_grads = device_mean((disc_loss, disc_grads))
         updates, disc_opt = defs.disc_tx.update(disc_grads, disc_opt, disc_params)
         disc_params = optax.apply_updates(disc_params, updates)
         scalars["discriminator_gan"] = disc_loss
-    new_state = state.replace(step=state.step + 1, rng=rng, gen_params=gen_params,
-                              gen_rest=gen_rest, disc_params=disc_params, disc_rest=disc_rest,
-                              gen_opt=gen_opt, disc_opt=disc_opt)
+    new_state = state.replace(
+        step=state.step + 1, rng=rng,
+        generator_side=NetworkState(gen_params, gen_rest, gen_opt),
+        discriminator=NetworkState(disc_params, disc_rest, disc_opt))
     return new_state, jax.tree.map(lambda x: x.astype(jnp.float32), scalars)
 
 
@@ -669,22 +453,23 @@ class TrainSetup:
                                                     out_shardings=self.replicated)
             state = self._jitted["flax_init"](jnp.asarray(seed, jnp.int32))
             return jax.device_put(state, self.state_sharding)
-        shardings = self.state_sharding
+        gen_sharding = self.state_sharding.generator_side
+        disc_sharding = self.state_sharding.discriminator
         gen_params, gen_rest, disc_params, disc_rest = (
             sharding.place(tree, tree_sharding) for tree, tree_sharding in zip(
                 host_networks(self.defs, seed),
-                (shardings.gen_params, shardings.gen_rest, shardings.disc_params,
-                 shardings.disc_rest), strict=True))
+                (gen_sharding.params, gen_sharding.rest, disc_sharding.params,
+                 disc_sharding.rest), strict=True))
         if "optimizer_init" not in self._jitted:
             self._jitted["optimizer_init"] = jax.jit(
                 lambda gen, disc: (self.defs.gen_tx.init(gen), self.defs.disc_tx.init(disc)),
-                out_shardings=(shardings.gen_opt, shardings.disc_opt))
+                out_shardings=(gen_sharding.opt, disc_sharding.opt))
         gen_opt, disc_opt = self._jitted["optimizer_init"](gen_params, disc_params)
         step, rng = sharding.place((np.zeros((), np.int32), np.asarray(jax.random.PRNGKey(seed))),
-                                   (shardings.step, shardings.rng))
-        return TrainState(step=step, rng=rng, gen_params=gen_params, gen_rest=gen_rest,
-                          disc_params=disc_params, disc_rest=disc_rest, gen_opt=gen_opt,
-                          disc_opt=disc_opt)
+                                   (self.state_sharding.step, self.state_sharding.rng))
+        return TrainState(step=step, rng=rng,
+                          generator_side=NetworkState(gen_params, gen_rest, gen_opt),
+                          discriminator=NetworkState(disc_params, disc_rest, disc_opt))
 
     def shard_batch(self, local_batch: dict[str, Any]) -> Batch:
         """Per-host numpy batch -> global jax arrays split over the mesh.

@@ -20,6 +20,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from data_pipelines.coordinates import keypoint_frame
+
 # 3D landmark template on a unit head (x right, y down, z towards the camera).
 LANDMARK_NAMES = (
     "left_brow", "right_brow", "left_eye", "right_eye", "nose_tip", "mouth_left",
@@ -149,13 +151,6 @@ def frame_state(identity_seed: int, t: float) -> tuple[np.ndarray, np.ndarray, f
 def centre_pixels(trans: np.ndarray, size: int) -> np.ndarray:
     """(2,) pixel (x, y) the head turns about: the frame's (0.5, 0.52) plus translation."""
     return np.array([0.5 + trans[0], 0.52 + trans[1]]) * size
-
-
-def keypoint_frame(pixels: np.ndarray, size) -> np.ndarray:
-    """Pixel (x, y) -> the keypoint frame: [-1, 1] over the pixel centres 0 .. size - 1,
-    as `make_coordinate_grid` spans them (numpy or jax arrays; `size` an int or per-axis
-    (width, height))."""
-    return 2.0 * pixels / (size - 1) - 1.0
 
 
 def head_centre(trans: np.ndarray, size: int) -> np.ndarray:

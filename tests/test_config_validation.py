@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from train_helpers import REPO, TINY
 
-from asrth_jax import config_lib, train, train_step
+from asrth_jax import config_lib, teachers, train
 
 
 def _config_file(folder, body: str, name: str = "cfg.py"):
@@ -106,14 +106,14 @@ def test_a_teacher_whose_weight_is_0_is_not_loaded(tmp_path, monkeypatch):
     needs no `weights/hopenet.npz`; a perceptual term of weight 0 needs no VGG19 file."""
     monkeypatch.chdir(tmp_path)  # neither weights/vgg19.npz nor weights/hopenet.npz here
     config = _paper_config(headpose=0.0, perceptual_network="lpips_vgg16")
-    train_step.check_teachers(config.loss, config.data.kind)
-    frozen = train_step.FrozenNetworks.from_config(config.loss)
+    teachers.check_teachers(config.loss, config.data.kind)
+    frozen = teachers.FrozenNetworks.from_config(config.loss)
     assert frozen.hopenet is None
     config = _paper_config(headpose=0.0, perceptual=(0.0,) * 5)
-    frozen = train_step.FrozenNetworks.from_config(config.loss)
+    frozen = teachers.FrozenNetworks.from_config(config.loss)
     assert frozen.hopenet is None and frozen.perceptual is not None
     with pytest.raises(config_lib.ConfigError, match="hopenet_weights, which names"):
-        train_step.check_teacher_files(_paper_config(perceptual=(0.0,) * 5).loss)
+        teachers.check_teacher_files(_paper_config(perceptual=(0.0,) * 5).loss)
 
 
 @pytest.mark.parametrize("content, expected", [

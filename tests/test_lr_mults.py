@@ -11,7 +11,7 @@ from flax import nnx
 
 from asrth_jax import config_lib
 from asrth_jax.errors import ConfigError
-from asrth_jax.train_step import check_lr_mults, make_optimizer
+from asrth_jax.optimizer import check_lr_mults, make_optimizer
 
 
 class _Net(nnx.Module):

@@ -17,7 +17,8 @@ from train_helpers import REPO, TINY
 
 from asrth_jax import schedule
 from asrth_jax.config_lib import load_config_file
-from asrth_jax.train_step import check_teachers, lr_schedule
+from asrth_jax.optimizer import lr_schedule
+from asrth_jax.teachers import check_teachers
 from data_pipelines.augment import AugmentPair
 from data_pipelines.sources import PairSource
 
@@ -253,7 +254,8 @@ def one_step():
 
     from asrth_jax import sharding
     from asrth_jax.models.adasr import AdaSRGenerator, build_discriminator
-    from asrth_jax.train_step import FrozenNetworks, TrainSetup
+    from asrth_jax.teachers import FrozenNetworks
+    from asrth_jax.train_step import TrainSetup
 
     config = load_config_file(TINY)
     with config.unlocked():
@@ -268,7 +270,8 @@ def one_step():
     before = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), trainer.abstract_state())
     _, disc_params, disc_rest = nnx.split(
         build_discriminator(config.model, seed=1), nnx.Param, ...)
-    before = jax.device_get(before.replace(disc_params=disc_params, disc_rest=disc_rest))
+    before = jax.device_get(before.replace(
+        discriminator=before.discriminator.replace(params=disc_params, rest=disc_rest)))
     rng = np.random.default_rng(0)
     batch = {k: rng.uniform(size=(2, 32, 32, 3)).astype(np.float32)
              for k in ("source", "source_lq", "driving")}
@@ -284,8 +287,8 @@ def one_step():
 def test_discriminator_power_iteration_runs_four_times_per_step(one_step):
     """Two in the generator's pass (train mode there too), two in its own pass."""
     _, before, after = one_step
-    disc_before = before.disc_params.to_pure_dict()
-    rest_before, rest_after = (s.disc_rest.to_pure_dict() for s in (before, after))
+    disc_before = before.discriminator.params.to_pure_dict()
+    rest_before, rest_after = (s.discriminator.rest.to_pure_dict() for s in (before, after))
     convs = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(
             rest_before, is_leaf=lambda x: isinstance(x, dict) and "u" in x):
@@ -318,6 +321,6 @@ def test_discriminator_pass_sees_the_fake_batch_first(one_step, monkeypatch):
     monkeypatch.setattr(discriminator.MultiScaleDiscriminator, "__call__", recording)
     driving = jnp.zeros((1, 32, 32, 3))
     prediction = jnp.ones((1, 32, 32, 3))
-    train_step.discriminator_loss(before.disc_params, before.disc_rest, driving, prediction,
-                                  defs=trainer.defs)
+    train_step.discriminator_loss(before.discriminator.params, before.discriminator.rest,
+                                  driving, prediction, defs=trainer.defs)
     assert seen == [1.0, 0.0]

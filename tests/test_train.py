@@ -184,7 +184,7 @@ def test_unsupported_generator_depth_is_one_line(tmp_path, jax_env):
 
 def test_headpose_teacher_is_checked_against_the_data():
     from asrth_jax.config_lib import base_config
-    from asrth_jax.train_step import check_headpose_teacher, headpose_weight
+    from asrth_jax.teachers import check_headpose_teacher, headpose_weight
 
     loss = base_config().loss
     check_headpose_teacher(loss, "vox")  # the reference: HopeNet, whatever the data

@@ -32,7 +32,7 @@ def _host(tree):
 
 
 def test_one_step_updates_every_part_of_the_state(setup_and_state):
-    from asrth_jax.train_step import TrainState
+    from asrth_jax.train_state import TrainState
     from data_pipelines.pipeline import make_train_loader
 
     config, setup, state = setup_and_state
@@ -45,11 +45,13 @@ def test_one_step_updates_every_part_of_the_state(setup_and_state):
     assert isinstance(after, TrainState)
     assert int(after.step) == int(before.step) + 1
     assert not np.array_equal(jax.random.key_data(after.rng), jax.random.key_data(before.rng))
-    for field in ("gen_params", "gen_rest", "disc_params", "disc_rest", "gen_opt",
-                  "disc_opt"):
-        old, new = _host(getattr(before, field)), _host(getattr(after, field))
-        assert len(old) == len(new) and any(not np.array_equal(a, b)
-                                            for a, b in zip(old, new, strict=True)), field
+    assert list(after.networks()) == ["generator_side", "discriminator"]
+    for name, network in after.networks().items():
+        for part in ("params", "rest", "opt"):
+            old = _host(getattr(before.networks()[name], part))
+            new = _host(getattr(network, part))
+            assert len(old) == len(new) and any(not np.array_equal(a, b) for a, b in zip(
+                old, new, strict=True)), (name, part)
     scalars = {k: float(v) for k, v in jax.device_get(scalars).items()}
     loss = config.loss
     expected = {"perceptual", "generator_total", "generator_grad_norm", "generator_gan",
@@ -71,6 +73,7 @@ def test_checkpoint_items_map_back_to_the_same_state(setup_and_state):
     items = checkpoints.state_to_items(state)
     assert set(items) == {"models", "optimizer", "meta"}
     assert set(items["models"]) == {"generator_side", "discriminator"}  # model_state's
+    assert set(items["optimizer"]) == {"gen_opt", "disc_opt"}  # as the first runs wrote it
     back = checkpoints.items_to_state(items, setup.abstract_state())
     assert jax.tree.structure(back) == jax.tree.structure(state)
     for a, b in zip(_host(back), _host(state), strict=True):
