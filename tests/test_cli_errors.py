@@ -212,9 +212,16 @@ def test_library_errors_share_one_typed_root():
     for cls in value_errors + others:
         assert issubclass(cls, errors.AsrthError), cls
     assert all(issubclass(cls, ValueError) for cls in value_errors)
-    # Data-side errors too: library code never raises SystemExit, only mains exit.
-    from data_pipelines.errors import DatasetNotFoundError
+    # Data-side errors too: library code never raises SystemExit, only mains exit. The
+    # root lives in data_pipelines (which never imports asrth_jax) and is re-exported.
+    from asrth_jax import memory_fit
+    from data_pipelines import errors as data_errors
+    from data_pipelines import face_mesh, folders, prepare
 
-    assert issubclass(DatasetNotFoundError, errors.AsrthError)
-    assert issubclass(DatasetNotFoundError, FileNotFoundError)
-    assert not issubclass(DatasetNotFoundError, SystemExit)
+    assert errors.AsrthError is data_errors.AsrthError and cli_args.fail is data_errors.fail
+    for cls in (data_errors.DatasetNotFoundError, folders.ManifestError, prepare.PrepareError,
+                face_mesh.FaceMeshUnavailableError, memory_fit.StepTooLarge):
+        assert issubclass(cls, errors.AsrthError) and not issubclass(cls, SystemExit), cls
+    assert issubclass(data_errors.DatasetNotFoundError, FileNotFoundError)
+    assert issubclass(folders.ManifestError, ValueError)
+    assert issubclass(face_mesh.FaceMeshUnavailableError, RuntimeError)

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipelines import folders, prepare
+from data_pipelines import face_mesh, folders, prepare
+from data_pipelines.errors import AsrthError
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
@@ -149,3 +150,44 @@ def test_out_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="--out .* is a file"):
         prepare.main(["--videos", str(tmp_path / "v"), "--out", str(tmp_path / "out")])
     assert (tmp_path / "out").read_text() == "mine"
+
+
+def test_library_steps_raise_typed_errors_and_only_main_exits(tmp_path):
+    """`plan_splits` (a library step) raises `PrepareError`, an `AsrthError`, never
+    `SystemExit`; `main()` turns the same problem into the one `error:` line."""
+    root = tmp_path / "flat"
+    for name in _names("train", 2):
+        _frame_folder(root, name)
+    argv = ["--videos", str(root), "--out", str(tmp_path / "out")]
+    with pytest.raises(prepare.PrepareError, match="the test split is empty") as info:
+        prepare.plan_splits(prepare._parse(argv))
+    assert isinstance(info.value, AsrthError) and not isinstance(info.value, SystemExit)
+    with pytest.raises(prepare.PrepareError, match="--size must be at least 16"):
+        prepare._parse([*argv, "--size", "8"])
+    with pytest.raises(SystemExit) as exited:
+        prepare.main(argv)
+    assert str(exited.value.code) == f"error: {info.value}"
+
+
+def test_face_models_that_cannot_run_are_one_line(tmp_path, monkeypatch):
+    """--track-faces where LiteRT or the face models are missing: one line, no traceback."""
+    def unavailable():
+        raise face_mesh.FaceMeshUnavailableError("the LiteRT interpreter is not installed "
+                                                 "(test); pip install ai-edge-litert")
+
+    monkeypatch.setattr(face_mesh, "default_landmarker", unavailable)
+    root = tmp_path / "flat"
+    for name in _names("train", 1) + _names("test", 1):
+        _frame_folder(root, name)
+    with pytest.raises(SystemExit) as exited:
+        prepare.main(["--videos", str(root), "--out", str(tmp_path / "out"), "--size", "16",
+                      "--track-faces"])
+    assert str(exited.value.code) == ("error: face landmarks unavailable: the LiteRT "
+                                      "interpreter is not installed (test); pip install "
+                                      "ai-edge-litert")
+
+
+def test_manifest_errors_are_typed(tmp_path):
+    with pytest.raises(folders.ManifestError, match="does not exist") as info:
+        folders.read_people(tmp_path / "missing.tsv")
+    assert isinstance(info.value, AsrthError) and isinstance(info.value, ValueError)
