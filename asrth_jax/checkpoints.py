@@ -20,8 +20,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
+from jax.experimental import multihost_utils
 
-from asrth_jax import errors
+from asrth_jax import errors, sharding
+from data_pipelines import state as data_state
 
 if TYPE_CHECKING:
     from asrth_jax.train_state import TrainState
@@ -315,8 +317,6 @@ class TrainCheckpointer:
     def save(self, step: int, state: TrainState) -> None:
         """Starts saving `step` in the background (after the previous save is confirmed);
         SaveError when this or the previous save fails."""
-        from data_pipelines import state as data_state
-
         self.check_saved(wait=True)
         items = {k: ocp.args.StandardSave(v) for k, v in state_to_items(state).items()}
         try:
@@ -357,8 +357,6 @@ class TrainCheckpointer:
         return f"the last good checkpoint is step {step} (the same command resumes from it)"
 
     def restore(self, step: int) -> TrainState:
-        from data_pipelines import state as data_state
-
         items = {k: ocp.args.StandardRestore(v)
                  for k, v in state_to_items(self.abstract_state).items()}
         restored = self.manager.restore(step, args=ocp.args.Composite(
@@ -397,8 +395,6 @@ class TrainCheckpointer:
         return None, None
 
     def _set_aside(self, damaged: list[tuple[int, str]], resumed: int) -> None:
-        from asrth_jax import sharding
-
         if not damaged:
             return
         for step, reason in damaged:
@@ -424,6 +420,4 @@ def _any_process(flag: bool) -> bool:
     """`flag` on any process (all processes get the same answer)."""
     if jax.process_count() == 1:
         return flag
-    from jax.experimental import multihost_utils
-
     return bool(np.any(multihost_utils.process_allgather(np.array(flag))))

@@ -6,12 +6,18 @@ override. Configs are returned locked, so a misspelt key is an error, not a new 
 
 from __future__ import annotations
 
+import ast
+import difflib
+import importlib.util
 import math
+import os
 import re
+import traceback
 
 import ml_collections
 
 from asrth_jax import errors
+from data_pipelines.config import KINDS, default_data_config
 
 # Exactly the released AdaSR model (`config/mix-resolution.yml` of the reference).
 RELEASED_MODEL = {
@@ -65,8 +71,6 @@ def base_config() -> ml_collections.ConfigDict:
     """All knobs with the reference's training recipe (its teachers, optimiser and
     losses). The dataset-sized numbers (epochs, repeats, batch) live in the configs;
     every config states its training length (`train.num_epochs` or `train.num_steps`)."""
-    from data_pipelines.config import default_data_config
-
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.image_size = 512
@@ -195,9 +199,6 @@ ConfigError = errors.ConfigError  # re-exported: config problems are raised from
 
 def check_config_file(path: str) -> None:
     """A config path must be an existing `.py` file defining `get_config` (read, not run)."""
-    import ast
-    import os
-
     if not os.path.exists(path):
         raise ConfigError(f"config file {path} does not exist (try configs/vox.py)")
     if not os.path.isfile(path) or not path.endswith(".py"):
@@ -223,8 +224,6 @@ def check_config_file(path: str) -> None:
 def load_config_file(path: str) -> ml_collections.ConfigDict:
     """Runs a config file's `get_config()`; a missing or broken file, or a misspelt key,
     is a one-line ConfigError."""
-    import importlib.util
-
     check_config_file(path)
     spec = importlib.util.spec_from_file_location("_asrth_config", path)
     module = importlib.util.module_from_spec(spec)
@@ -246,9 +245,6 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
 
 def _line_in(path: str, exc: BaseException) -> str:
     """' line N' of the config file where `exc` was raised ('' if not in it)."""
-    import os
-    import traceback
-
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if os.path.abspath(f.filename) == os.path.abspath(path)]
     return f" line {frames[-1].lineno}" if frames else ""
@@ -267,8 +263,6 @@ def nearest_key(name: str, defaults: ml_collections.ConfigDict) -> str | None:
     """The known key a misspelt dotted `name` most likely meant: the same leaf in
     another section (`train.lr` -> `optim.lr`), an abbreviation (`optim.learning_rate`
     -> `optim.lr`), else the most similar spelling among its section's keys."""
-    import difflib
-
     section, _, leaf = name.rpartition(".")
     known = _dotted_keys(defaults)
     elsewhere = [k for k in known if k.rpartition(".")[2] == leaf]
@@ -428,8 +422,6 @@ def _perceptual_size_problems(config: ml_collections.ConfigDict) -> list[str]:
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks a training config before anything is created; ConfigError names the
     first bad value and what it should be."""
-    from data_pipelines.config import KINDS
-
     check_keys(config)
     defaults = base_config()
     problems = list(_leaf_problems(config, defaults))
@@ -479,6 +471,8 @@ def check_training_config(config: ml_collections.ConfigDict) -> None:
     (`validate`), then each part against the check that lives beside the code it
     guards (generator shape, loss teachers, training length, reductions, degradation).
     Raises the first problem as a one-line ValueError (ConfigError where it is ours)."""
+    # The checks beside the training code pull in JAX, Flax and OpenCV: loaded only when
+    # a training config is checked (animate and the app load configs too).
     from asrth_jax import sharding
     from asrth_jax.models.generator import check_num_down_blocks
     from asrth_jax.schedule import check_training_length
