@@ -48,6 +48,14 @@ from asrth_jax import cli_args, compile_cache, inference, memory_fit
 from asrth_jax.config_lib import ConfigError, load_config_file
 from asrth_jax.models import adasr, vgg
 from asrth_jax.profile_summary import format_summary, summarize_trace
+from asrth_jax.teachers import (
+    CENTRE_KEY,
+    LANDMARKS_KEY,
+    MOVING_MASK_KEY,
+    POSE_KEY,
+    SOURCE_LANDMARKS_KEY,
+    FrozenNetworks,
+)
 
 # Dense peak FLOP/s per chip by (device kind substring, dtype): vendor datasheets.
 PEAK_FLOPS = {
@@ -134,10 +142,6 @@ def progress(message: str) -> None:
 
 def random_frozen_networks(loss):
     """The configured perceptual trunk with random weights (same FLOPs, no file)."""
-    # The training stack (train_step -> sharding -> Orbax) loads only for the train phase:
-    # --matmul-only and --inference-only run without it.
-    from asrth_jax.train_step import FrozenNetworks
-
     make = {"vgg19": vgg.make_vgg19, "lpips_vgg16": vgg.make_vgg16}.get(loss.perceptual_network)
     if make is None:
         raise ValueError(f"unknown perceptual network {loss.perceptual_network!r}")
@@ -162,16 +166,9 @@ def random_train_batch(rng: np.random.Generator, batch: int, size: int, *, pose:
     x, y in the keypoint frame) and landmarks (`landmarks`, `source_landmarks`: x, y
     pixels of the driving and the source frame) and the moving mask (`moving_mask`: a
     random box of head per example)."""
-    # The training stack (train_step -> sharding -> Orbax) loads only for the train phase:
-    # --matmul-only and --inference-only run without it.
-    from asrth_jax.train_step import (
-        BATCH_KEYS,
-        CENTRE_KEY,
-        LANDMARKS_KEY,
-        MOVING_MASK_KEY,
-        POSE_KEY,
-        SOURCE_LANDMARKS_KEY,
-    )
+    # The training stack (train_step -> sharding -> Orbax) and the renderer (OpenCV) load
+    # only for the train phase: --matmul-only and --inference-only run without them.
+    from asrth_jax.train_step import BATCH_KEYS
     from data_pipelines.synthetic import LANDMARK_NAMES
 
     local = {k: rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
