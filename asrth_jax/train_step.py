@@ -64,7 +64,6 @@ Batch = dict[str, jax.Array]
 BATCH_KEYS = ("source", "source_lq", "driving")
 
 
-
 def _at_this_trace(tree):
     """Fresh Variable objects for non-differentiated `jax.grad` inputs.
 
