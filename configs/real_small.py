@@ -15,11 +15,16 @@ is off (`loss.headpose=0`; the estimator learns pose from reconstruction and
 equivariance alone). The keypoints and the dense motion are taught by MediaPipe face-mesh
 landmarks stored at prepare time (`loss.landmark_keypoints`, `loss.landmark_motion`):
 ours, NOT the paper's, kept because within a CPU budget the unsupervised keypoints carry
-no usable motion (the synthetic demo needed the same teachers). The perceptual term
-(the paper's VGG19, whose weights are not available offline) is off for the CPU budget;
-its bundled substitute, LPIPS VGG16, is named so that turning it on
-(`--config.loss.perceptual_scales='(1.0, 0.5, 0.25)'`; at 64 px the 0.125 level is too
-small for the trunk's fifth layer) needs no file.
+no usable motion (the synthetic demo needed the same teachers). This config is the first of
+two stages (README "Real faces"): L1 only, the perceptual term off. The shipped
+`pretrained/real_64` then resumed the same run for 800 steps with the perceptual pyramid
+on its bundled substitute trunk, LPIPS VGG16 (the paper's VGG19 weights are not available
+offline), at three scales (at 64 px the 0.125 level is too small for the trunk's fifth
+layer and is refused):
+
+    python -m asrth_jax.train --config configs/real_small.py --workdir runs/real_small \\
+        --config.loss.perceptual_scales='(1.0, 0.5, 0.25)' --config.train.num_steps=2400 \\
+        --config.optim.lr=5e-4 --config.optim.decay_milestones='(2100, 2300)'
 """
 
 import importlib.util
