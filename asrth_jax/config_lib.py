@@ -419,9 +419,9 @@ def _perceptual_size_problems(config: ml_collections.ConfigDict) -> list[str]:
             f"zero weight for that layer in config.loss.perceptual"]
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Checks a training config before anything is created; ConfigError names the
-    first bad value and what it should be."""
+def _check_values(config: ml_collections.ConfigDict) -> None:
+    """The keys and each value's kind and range; ConfigError names the first bad value
+    and what it should be."""
     check_keys(config)
     defaults = base_config()
     problems = list(_leaf_problems(config, defaults))
@@ -466,11 +466,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(problems[0] + more)
 
 
-def check_training_config(config: ml_collections.ConfigDict) -> None:
-    """The one validation pass of a training config, before anything is built: values
-    (`validate`), then each part against the check that lives beside the code it
-    guards (generator shape, loss teachers, training length, reductions, degradation).
-    Raises the first problem as a one-line ValueError (ConfigError where it is ours)."""
+def validate(config: ml_collections.ConfigDict) -> None:
+    """The one validation entry point of a training config, before anything is built:
+    keys and values, then each part against the check that lives beside the code it
+    guards (generator shape, loss teachers and their files, training length, reductions,
+    degradation). Raises only ConfigError, one line naming the first problem and the fix."""
     # The checks beside the training code pull in JAX, Flax and OpenCV: loaded only when
     # a training config is checked (animate and the app load configs too).
     from asrth_jax import sharding
@@ -479,7 +479,7 @@ def check_training_config(config: ml_collections.ConfigDict) -> None:
     from asrth_jax.teachers import check_teachers
     from data_pipelines.degradation import validate_config as check_degradation
 
-    validate(config)
+    _check_values(config)
     check_num_down_blocks(config.model.generator.num_down_blocks)
     check_teachers(config.loss, config.data.kind)
     check_training_length(config)

@@ -19,10 +19,7 @@ ResumeError, SaveError), `torch_files.TorchFileError`, `convert` (ConversionErro
 from __future__ import annotations
 
 from data_pipelines.errors import AsrthError as AsrthError  # re-exported: the one base
-
-
-class ConfigError(AsrthError, ValueError):
-    """A config file or value that cannot be used."""
+from data_pipelines.errors import ConfigError as ConfigError  # re-exported: data checks raise it
 
 
 class CheckpointError(AsrthError):

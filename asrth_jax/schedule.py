@@ -14,38 +14,40 @@ import logging
 
 import ml_collections
 
+from asrth_jax.errors import ConfigError
+
 
 def check_training_length(config: ml_collections.ConfigDict) -> None:
-    """One-line ValueError unless the length is given exactly one way and the
+    """One-line ConfigError unless the length is given exactly one way and the
     milestones at most one way."""
     train, optim = config.train, config.optim
     if train.num_epochs < 0 or train.num_steps < 0:
-        raise ValueError(f"config.train.num_epochs ({train.num_epochs}) and num_steps "
-                         f"({train.num_steps}) must not be negative")
+        raise ConfigError(f"config.train.num_epochs ({train.num_epochs}) and num_steps "
+                          f"({train.num_steps}) must not be negative")
     if train.num_epochs and train.num_steps:
-        raise ValueError(
+        raise ConfigError(
             f"config.train.num_epochs={train.num_epochs} and config.train.num_steps="
             f"{train.num_steps} are both set; keep one, e.g. --config.train.num_epochs=0 to "
             f"train for {train.num_steps} steps")
     if not train.num_epochs and not train.num_steps:
-        raise ValueError("the config sets neither config.train.num_epochs nor "
-                         "config.train.num_steps; set one, e.g. --config.train.num_steps=1000")
+        raise ConfigError("the config sets neither config.train.num_epochs nor "
+                          "config.train.num_steps; set one, e.g. --config.train.num_steps=1000")
     if optim.decay_epochs and optim.decay_milestones:
-        raise ValueError(
+        raise ConfigError(
             f"config.optim.decay_epochs={tuple(optim.decay_epochs)} and "
             f"config.optim.decay_milestones={tuple(optim.decay_milestones)} are both set; keep "
             "one, e.g. --config.optim.decay_epochs='()' to decay at the step milestones")
     if any(m <= 0 for m in (*optim.decay_epochs, *optim.decay_milestones)):
-        raise ValueError("config.optim.decay_epochs / decay_milestones must be positive, got "
-                         f"{tuple(optim.decay_epochs) or tuple(optim.decay_milestones)}")
+        raise ConfigError("config.optim.decay_epochs / decay_milestones must be positive, got "
+                          f"{tuple(optim.decay_epochs) or tuple(optim.decay_milestones)}")
 
 
 def steps_per_epoch(num_records: int, global_batch_size: int) -> int:
     """Steps in one pass over `num_records` pairs (the reference drops the last batch)."""
     steps = num_records // global_batch_size
     if steps < 1:
-        raise ValueError(f"{num_records} training records are fewer than the global batch "
-                         f"{global_batch_size}; raise config.data.num_repeats or add videos")
+        raise ConfigError(f"{num_records} training records are fewer than the global batch "
+                          f"{global_batch_size}; raise config.data.num_repeats or add videos")
     return steps
 
 

@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from asrth_jax.errors import ConfigError
 from asrth_jax.train_state import TrainState
 
 MESH_AXES = ("data", "fsdp")
@@ -29,12 +30,12 @@ def make_mesh(mesh_config: ml_collections.ConfigDict, devices=None) -> Mesh:
     data = int(mesh_config.data)
     if data == -1:
         if devices.size % fsdp:
-            raise ValueError(f"config.mesh.fsdp={fsdp} does not divide the {devices.size} "
-                             "devices; pick a divisor")
+            raise ConfigError(f"config.mesh.fsdp={fsdp} does not divide the {devices.size} "
+                              "devices; pick a divisor")
         data = devices.size // fsdp
     if data * fsdp != devices.size:
-        raise ValueError(f"config.mesh data x fsdp = {data} x {fsdp} = {data * fsdp} but "
-                         f"there are {devices.size} devices; set config.mesh.data=-1")
+        raise ConfigError(f"config.mesh data x fsdp = {data} x {fsdp} = {data * fsdp} but "
+                          f"there are {devices.size} devices; set config.mesh.data=-1")
     return Mesh(devices.reshape(data, fsdp), MESH_AXES)
 
 
@@ -42,11 +43,11 @@ def check_batch_divides(global_batch_size: int, mesh: Mesh) -> None:
     """The global batch must split evenly over the devices and the processes."""
     devices = mesh.devices.size
     if global_batch_size % devices:
-        raise ValueError(f"config.train.global_batch_size={global_batch_size} does not divide "
-                         f"across {devices} devices; use a multiple of {devices}")
+        raise ConfigError(f"config.train.global_batch_size={global_batch_size} does not divide "
+                          f"across {devices} devices; use a multiple of {devices}")
     if global_batch_size % jax.process_count():
-        raise ValueError(f"config.train.global_batch_size={global_batch_size} does not divide "
-                         f"across {jax.process_count()} processes")
+        raise ConfigError(f"config.train.global_batch_size={global_batch_size} does not divide "
+                          f"across {jax.process_count()} processes")
 
 
 def fsdp_spec(shape: tuple[int, ...], fsdp_size: int) -> P:
@@ -103,8 +104,8 @@ def process_barrier(name: str, timeout_s: float = 1800.0) -> None:
 def check_deterministic_reductions(mesh_config: ml_collections.ConfigDict) -> None:
     """`deterministic_reductions` runs the step per device on replicated parameters."""
     if mesh_config.deterministic_reductions and mesh_config.shard_params:
-        raise ValueError("config.mesh.deterministic_reductions needs replicated parameters: "
-                         "set config.mesh.shard_params=False (or turn it off)")
+        raise ConfigError("config.mesh.deterministic_reductions needs replicated parameters: "
+                          "set config.mesh.shard_params=False (or turn it off)")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))

@@ -94,20 +94,20 @@ def hopenet_teaches(loss: ml_collections.ConfigDict) -> bool:
 def check_headpose_teacher(loss: ml_collections.ConfigDict, data_kind: str) -> None:
     """One-line errors for a teacher that is not known or that the data cannot give."""
     if loss.headpose_teacher not in HEADPOSE_TEACHERS:
-        raise ValueError(f"config.loss.headpose_teacher must be one of {HEADPOSE_TEACHERS}, "
-                         f"got {loss.headpose_teacher!r}")
+        raise ConfigError(f"config.loss.headpose_teacher must be one of {HEADPOSE_TEACHERS}, "
+                          f"got {loss.headpose_teacher!r}")
     if loss.headpose_teacher == "data" and loss.headpose and data_kind != "synthetic":
-        raise ValueError(f"config.loss.headpose_teacher='data' needs true head poses, which "
-                         f"only data.kind='synthetic' has (got {data_kind!r}); use 'hopenet' "
-                         f"with config.loss.hopenet_weights")
+        raise ConfigError(f"config.loss.headpose_teacher='data' needs true head poses, which "
+                          f"only data.kind='synthetic' has (got {data_kind!r}); use 'hopenet' "
+                          f"with config.loss.hopenet_weights")
     for term, truth, _ in SYNTHETIC_TRUTH_TERMS:
         prepared = truth in PREPARED_TRUTHS
         if loss[term] and data_kind != "synthetic" and not (prepared and data_kind == "tfds"):
             also = (" or a dataset from `data_pipelines.prepare --track-faces` (kind 'tfds')"
                     if prepared else "")
-            raise ValueError(f"config.loss.{term}={loss[term]} needs true {truth}, which "
-                             f"only data.kind='synthetic'{also} has (got {data_kind!r}); set "
-                             f"--config.loss.{term}=0")
+            raise ConfigError(f"config.loss.{term}={loss[term]} needs true {truth}, which "
+                              f"only data.kind='synthetic'{also} has (got {data_kind!r}); set "
+                              f"--config.loss.{term}=0")
 
 
 def _missing(path: str) -> str | None:
@@ -162,7 +162,7 @@ def check_teacher_files(loss: ml_collections.ConfigDict) -> None:
 
 def check_teachers(loss: ml_collections.ConfigDict, data_kind: str) -> None:
     """Every teacher the loss config names is known, available for this data, and its
-    weights file exists (one-line ValueError otherwise)."""
+    weights file exists (one-line ConfigError otherwise)."""
     check_headpose_teacher(loss, data_kind)
     check_teacher_files(loss)
 

@@ -1,7 +1,7 @@
 """Train AdaSR: `python -m asrth_jax.train --config configs/vox.py --workdir DIR`.
 
 One loop (big_vision style), read top to bottom: the config checked once
-(`config_lib.check_training_config`), data from Grain, the state (`train_state.TrainState`,
+(`config_lib.validate`), data from Grain, the state (`train_state.TrainState`,
 restored or initialised), one jitted `train_step` per step (`train_step.TrainSetup`), and
 side effects at the edge: Orbax checkpoints (`checkpoints.TrainCheckpointer`: async,
 kept N, also on SIGTERM), TensorBoard scalars and `metrics.jsonl`, image grids through
@@ -32,7 +32,7 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from asrth_jax import compile_cache
+from asrth_jax import cli_args, compile_cache, errors
 from asrth_jax.preemption import PreemptionWatch
 
 if TYPE_CHECKING:
@@ -53,8 +53,9 @@ BATCH_KEYS = ("source", "source_lq", "driving")
 EVAL_GRID_TAG = "eval/source|lq|driving|prediction|occlusion|kp|landmarks"
 
 
-class StopTraining(Exception):
-    """Raised to end the loop with a one-line reason (NaN, bad config)."""
+class StopTraining(errors.AsrthError):
+    """Ends the run with a one-line reason (NaN, bad config, a workdir or a log write
+    that fails); `main()` makes it `error: <reason>` and exit status 1."""
 
 
 def initialize_distributed(config) -> None:
@@ -178,11 +179,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     # Everything checkable is checked before anything is created.
     try:
-        config_lib.check_training_config(config)
+        config_lib.validate(config)
         mesh = sharding.make_mesh(config.mesh)
         sharding.check_batch_divides(config.train.global_batch_size, mesh)
         workdir_lib.check_workdir(workdir)
-    except (ValueError, workdir_lib.WorkdirError) as exc:
+    except errors.AsrthError as exc:  # ConfigError, WorkdirError: user-fixable, one line
         raise StopTraining(str(exc)) from None
     # One trainer per workdir: each process of a run holds the lock of its index.
     try:
@@ -297,7 +298,7 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
     source = make_pair_source(config.data, "train", config.seed)
     try:
         config = resolve_epochs(config, len(source))
-    except ValueError as exc:
+    except errors.AsrthError as exc:  # a ConfigError: too few records for one batch
         raise StopTraining(str(exc)) from None
     data_iterator = make_train_loader(
         config.data, seed=config.seed, global_batch_size=config.train.global_batch_size,
@@ -441,20 +442,17 @@ def main(argv) -> None:
     for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
         handler.addFilter(_QuietLibraries())
     _quiet_closed_loop_callbacks()
-    from asrth_jax import errors
-
     config = FLAGS.config
     compile_cache.enable_if(FLAGS.compile_cache)
     try:
         initialize_distributed(config)
         train_and_evaluate(config, FLAGS.workdir)
-    except (StopTraining, errors.AsrthError) as exc:  # e.g. a dataset that is not there
+    except errors.AsrthError as exc:  # StopTraining, a dataset that is not there, ...
         # A failed save leaves Orbax's write coroutines unawaited; at exit Python warns
         # for each (a RuntimeWarning and a tracemalloc hint) after the one-line error.
         warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited",
                                 category=RuntimeWarning)
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        raise cli_args.fail(str(exc)) from None
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -469,15 +467,13 @@ def parse_flags(argv: list[str]) -> list[str]:
         if path is not None:
             try:  # the same checks as every other entry point, before absl runs it
                 config_lib.load_config_file(path)
-            except config_lib.ConfigError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                sys.exit(2)
+            except config_lib.ConfigError as exc:  # exit 2, as absl's own flag errors
+                raise cli_args.fail(str(exc), status=2) from None
     try:
         return FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as exc:
         message = " ".join(str(exc).replace("\\n", " ").replace("\\'", "'").split())
-        print(f"error: bad flag or config override: {message}", file=sys.stderr)
-        sys.exit(2)
+        raise cli_args.fail(f"bad flag or config override: {message}", status=2) from None
 
 
 if __name__ == "__main__":

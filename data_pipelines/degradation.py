@@ -49,6 +49,7 @@ from data_pipelines.degradation_config import (
     RESIZE_RELATIVE_TO,
     default_degradation_config,
 )
+from data_pipelines.errors import ConfigError
 from data_pipelines.jpeg import diff_jpeg
 
 __all__ = ["DRAW_PER", "PRESETS", "BatchChoices", "DegradationConfigError", "DegradeSource",
@@ -56,7 +57,7 @@ __all__ = ["DRAW_PER", "PRESETS", "BatchChoices", "DegradationConfigError", "Deg
            "draw_batch_choices", "plan_realesrgan2", "validate_config"]
 
 
-class DegradationConfigError(ValueError):
+class DegradationConfigError(ConfigError):
     """A degradation config value is unusable (named in the message with the fix)."""
 
 

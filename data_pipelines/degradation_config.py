@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from data_pipelines.errors import ConfigError
 from data_pipelines.kernels import KERNEL_TYPES
 
 PRESETS = ("none", "downsample", "realesrgan2")
@@ -63,7 +64,7 @@ def _stage_config(
 def default_degradation_config(preset: str = "realesrgan2") -> ml_collections.ConfigDict:
     """All degradation knobs with reference defaults; ``preset`` picks the chain."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown degradation preset {preset!r}; choose one of {PRESETS}")
+        raise ConfigError(f"unknown degradation preset {preset!r}; choose one of {PRESETS}")
     return ml_collections.ConfigDict(
         {
             "preset": preset,

@@ -7,15 +7,27 @@ one base and a data error is caught as any other `errors.AsrthError`.
 
 from __future__ import annotations
 
+import sys
+
 
 class AsrthError(Exception):
     """A problem the user can fix; `str(error)` is one line naming it and the fix."""
 
 
-def fail(message: str) -> SystemExit:
-    """The SystemExit a `main()` raises: `error: <first line>` on stderr, exit status 1."""
-    first = message.splitlines()[0] if message else "failed"
-    return SystemExit(f"error: {first.removeprefix('error: ')}")
+def fail(message: str, status: int = 1) -> SystemExit:
+    """The SystemExit every `main()` raises (`raise fail(str(err)) from None`): one line,
+    `error: <first line of message>`, on stderr, and exit `status` (1; 2 where a CLI
+    keeps argparse's code for a bad flag). The only way a `main()` exits on an error."""
+    first = (message.strip().splitlines() or ["failed"])[0].removeprefix("error: ")
+    if status == 1:  # Python prints a string code to stderr and exits with 1
+        return SystemExit(f"error: {first}")
+    print(f"error: {first}", file=sys.stderr, flush=True)
+    return SystemExit(status)
+
+
+class ConfigError(AsrthError, ValueError):
+    """A config file or value that cannot be used (re-exported as
+    `asrth_jax.errors.ConfigError`; here so the data checks can raise it too)."""
 
 
 class DatasetNotFoundError(AsrthError, FileNotFoundError):

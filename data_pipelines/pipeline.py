@@ -26,7 +26,7 @@ from absl import flags
 from data_pipelines import folders, synthetic
 from data_pipelines.augment import AugmentPair
 from data_pipelines.degradation import DegradeSource
-from data_pipelines.errors import DatasetNotFoundError, prepare_hint
+from data_pipelines.errors import ConfigError, DatasetNotFoundError, prepare_hint
 from data_pipelines.sources import PairSource, VideoCollection
 
 IMAGE_KEYS = ("source", "source_lq", "driving")
@@ -55,7 +55,7 @@ def build_videos(config: ml_collections.ConfigDict, split: str) -> VideoCollecti
             raise DatasetNotFoundError(
                 f"config.data.tfds_dir is empty; create a dataset with: {prepare_hint()}")
         return open_prepared(config.tfds_dir, split, config.tfds_name)
-    raise ValueError(f"unknown config.data.kind {kind!r}; choose synthetic, vox, hdtf or tfds")
+    raise ConfigError(f"unknown config.data.kind {kind!r}; choose synthetic, vox, hdtf or tfds")
 
 
 def make_pair_source(config: ml_collections.ConfigDict, split: str = "train",
@@ -143,7 +143,7 @@ def make_train_dataset(
     source = source or make_pair_source(config, "train", seed)
     global_batch = per_host_batch_size * shard_count
     if len(source) < global_batch:
-        raise ValueError(
+        raise ConfigError(
             f"{len(source)} training records are fewer than the global batch {global_batch}; "
             "raise config.data.num_repeats or add videos")
     # Per-epoch reshuffle of all record keys: one global order for every host count.
@@ -185,8 +185,8 @@ def make_train_loader(
     """Iterator of this host's training batches (global_batch_size / shard_count each);
     `source` reuses an opened PairSource (the trainer counts its records first)."""
     if global_batch_size % shard_count:
-        raise ValueError(f"global batch {global_batch_size} is not divisible by "
-                         f"{shard_count} hosts")
+        raise ConfigError(f"global batch {global_batch_size} is not divisible by "
+                          f"{shard_count} hosts")
     ds = make_train_dataset(config, seed=seed, shard_index=shard_index,
                             shard_count=shard_count,
                             per_host_batch_size=global_batch_size // shard_count,

@@ -88,7 +88,10 @@ def test_bad_values_stop_training_in_one_line_before_the_lock(tmp_path, key, val
     assert not workdir.exists()  # refused before the workdir (and its lock) is made
 
 
-def test_every_shipped_config_passes(tmp_path):
+def test_every_shipped_config_passes(monkeypatch):
+    """Every check of the one entry point but whether the teachers' weight files (made
+    by the user with `asrth_jax.convert`) are present on this machine."""
+    monkeypatch.setattr(teachers, "check_teacher_files", lambda loss: None)
     for path in sorted((REPO / "configs").glob("*.py")) + [REPO / TINY]:
         config = config_lib.load_config_file(str(path))
         config_lib.validate(config)

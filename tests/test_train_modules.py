@@ -109,5 +109,5 @@ def test_the_step_does_not_load_the_renderer_nor_the_config_check_the_step(jax_e
     check = _modules_loaded_by(
         "from asrth_jax import config_lib\n"
         "config = config_lib.load_config_file('tests/tiny_train_config.py')\n"
-        "config_lib.check_training_config(config)", jax_env)
+        "config_lib.validate(config)", jax_env)
     assert "asrth_jax.teachers" in check and "asrth_jax.train_step" not in check

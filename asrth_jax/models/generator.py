@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from asrth_jax.errors import ConfigError
 from asrth_jax.models import blocks
 from asrth_jax.models.dense_motion import DenseMotionNetwork
 from asrth_jax.models.warp import batched_grid_sample_3d
@@ -51,8 +52,8 @@ class SPADEDecoder(nnx.Module):
 
 def check_num_down_blocks(num_down_blocks: int) -> None:
     if num_down_blocks < 1:
-        raise ValueError(f"config.model.generator.num_down_blocks must be at least 1 (the "
-                         f"decoder upsamples once per block), got {num_down_blocks}")
+        raise ConfigError(f"config.model.generator.num_down_blocks must be at least 1 (the "
+                          f"decoder upsamples once per block), got {num_down_blocks}")
 
 
 class OcclusionAwareSPADEGenerator(nnx.Module):
