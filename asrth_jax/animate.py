@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from asrth_jax import compile_cache, errors, media
+from asrth_jax import cli_args, compile_cache, errors, media
 from data_pipelines import face_crop as face_crop_lib
 
 if TYPE_CHECKING:
@@ -544,10 +544,6 @@ def options_from_args(args: argparse.Namespace) -> AnimateOptions:
         max_portrait_side=args.max_portrait_side)
 
 
-def _fail(message: str) -> SystemExit:
-    return SystemExit(f"error: {_one_line(message) if message else 'failed'}")
-
-
 def load_animator(config, *, checkpoint: str | None, torch_checkpoint: str | None,
                   dtype: str = "float32", batch_size: int = 1,
                   config_name: str = "") -> Animator:
@@ -569,7 +565,7 @@ def main(argv: list[str] | None = None) -> Path:
     compile_cache.enable_if(args.compile_cache)
     opts = options_from_args(args)
     if args.batch_size < 1:
-        raise _fail(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise cli_args.fail(f"--batch-size must be >= 1, got {args.batch_size}")
     from asrth_jax.config_lib import ConfigError, load_config_file
 
     try:
@@ -581,7 +577,7 @@ def main(argv: list[str] | None = None) -> Path:
                                  torch_checkpoint=args.torch_checkpoint, dtype=args.dtype,
                                  batch_size=args.batch_size, config_name=args.config)
     except (AnimateError, ConfigError) as err:
-        raise _fail(str(err)) from None
+        raise cli_args.fail(str(err)) from None
     for note in inputs.notes:
         print(f"note: {note}", file=sys.stderr)
 
@@ -596,7 +592,7 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         result = render(opts, inputs, animator, progress)
     except errors.AsrthError as err:  # AnimateError, or one of best frame / movement scale
-        raise _fail(str(err)) from None
+        raise cli_args.fail(str(err)) from None
     finally:
         bar.close()
     if result.fps is None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from asrth_jax import animate, compile_cache, errors, media
+from asrth_jax import animate, cli_args, compile_cache, errors, media
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -311,15 +311,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     given = args.checkpoint or args.torch_checkpoint
     if given and not args.config:
-        p.error("--config names the config the weights were trained with")
+        raise cli_args.fail("--config names the config the weights were trained with")
     if not given:
         if args.config:
-            p.error("--config goes with --checkpoint or --torch-checkpoint (without them "
-                    "the app starts with its default model)")
+            raise cli_args.fail("--config goes with --checkpoint or --torch-checkpoint "
+                                "(without them the app starts with its default model)")
         args.checkpoint, args.config = (str(path) for path in DEFAULT_MODEL)
         if not all(path.exists() for path in DEFAULT_MODEL):
-            p.error(f"the default model {DEFAULT_MODEL[0]} is not here (a checkout of the "
-                    "repository has it); pass --checkpoint DIR --config FILE")
+            raise cli_args.fail(f"the default model {DEFAULT_MODEL[0]} is not here (a "
+                                "checkout of the repository has it); pass --checkpoint DIR "
+                                "--config FILE")
     return args
 
 
@@ -327,19 +328,19 @@ def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
     compile_cache.enable_if(args.compile_cache)
     if args.batch_size < 1:
-        raise SystemExit(f"error: --batch-size must be >= 1, got {args.batch_size}")
+        raise cli_args.fail(f"--batch-size must be >= 1, got {args.batch_size}")
     if not 0 < args.port < 65536:
-        raise SystemExit(f"error: --port must be in 1..65535, got {args.port}")
+        raise cli_args.fail(f"--port must be in 1..65535, got {args.port}")
     for flag in ("max_frames", "max_portrait_side", "max_upload_mb"):
         if getattr(args, flag) < 1:
-            raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, "
-                             f"got {getattr(args, flag)}")
+            raise cli_args.fail(f"--{flag.replace('_', '-')} must be >= 1, "
+                                f"got {getattr(args, flag)}")
     # No usage reports leave the machine (set before gradio is imported).
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401
     except ImportError:
-        raise SystemExit("error: the web app needs gradio: pip install -e '.[app]'") from None
+        raise cli_args.fail("the web app needs gradio: pip install -e '.[app]'") from None
     from asrth_jax.config_lib import ConfigError, load_config_file
 
     try:
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
             config, checkpoint=args.checkpoint, torch_checkpoint=args.torch_checkpoint,
             dtype=args.dtype, batch_size=args.batch_size, config_name=args.config)
     except (animate.AnimateError, ConfigError) as err:
-        raise SystemExit(f"error: {err}") from None
+        raise cli_args.fail(str(err)) from None
     workdir = Path(tempfile.mkdtemp(prefix="asrth_app_"))
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     demo = build_app(animator, int(config.image_size), workdir, max_frames=args.max_frames,
@@ -359,8 +360,8 @@ def main(argv: list[str] | None = None) -> None:
                     ssr_mode=False, allowed_paths=[str(workdir)], quiet=True,
                     footer_links=[], max_file_size=f"{args.max_upload_mb}mb")
     except OSError as err:
-        raise SystemExit(f"error: cannot listen on {args.host}:{args.port} ({err}); "
-                         "choose another --port") from None
+        raise cli_args.fail(f"cannot listen on {args.host}:{args.port} ({err}); "
+                            "choose another --port") from None
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from asrth_jax import cli_args, compile_cache, inference, memory_fit
+from asrth_jax import cli_args, compile_cache, errors, inference, memory_fit
 from asrth_jax.config_lib import ConfigError, load_config_file
 from asrth_jax.models import adasr, vgg
 from asrth_jax.profile_summary import format_summary, summarize_trace
@@ -101,6 +101,10 @@ def _timed(fn, *args, repeats: int) -> list[float]:
 _START = time.perf_counter()
 
 
+class BenchmarkError(errors.AsrthError, ValueError):
+    """Flags that cannot run together, or a request this device cannot answer."""
+
+
 def process_age_s() -> float:
     """Seconds since this process started (interpreter start and imports included), from
     /proc where there is one, else since this module was imported."""
@@ -144,7 +148,7 @@ def random_frozen_networks(loss):
     """The configured perceptual trunk with random weights (same FLOPs, no file)."""
     make = {"vgg19": vgg.make_vgg19, "lpips_vgg16": vgg.make_vgg16}.get(loss.perceptual_network)
     if make is None:
-        raise ValueError(f"unknown perceptual network {loss.perceptual_network!r}")
+        raise ConfigError(f"unknown perceptual network {loss.perceptual_network!r}")
     return FrozenNetworks(make(nnx.Rngs(0)), None)
 
 
@@ -206,8 +210,8 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
     # Refused before the minutes of initialisation a trainer costs.
     limit = memory_fit.memory_limit_bytes(jax.devices()[0]) if batch == 0 else None
     if batch == 0 and limit is None:
-        raise ValueError("--batch 0 (largest that fits) needs a device that reports its "
-                         "memory limit (GPU/TPU); pass --batch N on CPU")
+        raise BenchmarkError("--batch 0 (largest that fits) needs a device that reports its "
+                             "memory limit (GPU/TPU); pass --batch N on CPU")
     mesh = sharding.make_mesh(config.mesh)
     multiple = mesh.devices.size
     if batch:  # refused before the trainer is built, not at the first compile
@@ -461,18 +465,19 @@ def _check_args(args: argparse.Namespace) -> None:
     """Refuses bad flag combinations and output paths before anything is built."""
     if args.matmul_only:
         if args.config or args.inference_only or args.compile_only or args.profile:
-            raise ValueError("--matmul-only runs alone; drop --config, --inference-only, "
-                             "--compile-only and --profile")
+            raise BenchmarkError("--matmul-only runs alone; drop --config, --inference-only, "
+                                 "--compile-only and --profile")
     elif not args.config:
-        raise ValueError("--config is required (or --matmul-only)")
+        raise BenchmarkError("--config is required (or --matmul-only)")
     if args.inference_only and args.skip_inference:
-        raise ValueError("--inference-only and --skip-inference together leave nothing to run")
+        raise BenchmarkError("--inference-only and --skip-inference together leave nothing "
+                             "to run")
     if args.inference_only and (args.compile_only or args.profile):
-        raise ValueError("--compile-only and --profile measure the train step; drop "
-                         "--inference-only")
+        raise BenchmarkError("--compile-only and --profile measure the train step; drop "
+                             "--inference-only")
     if args.inference_batches and not args.inference_only:
-        raise ValueError("--inference-batches goes with --inference-only (a train run "
-                         "measures inference at its train batch)")
+        raise BenchmarkError("--inference-batches goes with --inference-only (a train run "
+                             "measures inference at its train batch)")
     if args.out:
         cli_args.check_output_file(args.out, "--out", overwrite=args.overwrite)
     if args.profile:
@@ -517,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     compile_cache.enable_if(args.compile_cache)
     try:
         _check_args(args)
-    except ValueError as exc:
+    except errors.AsrthError as exc:  # BenchmarkError, OutputPathError
         raise cli_args.fail(str(exc)) from None
 
     def save(phase: str, result: dict[str, Any]) -> None:
@@ -549,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                      inference_batches=args.inference_batches,
                      probe_plan=earlier_plan(args.plan_from) if batch == 0 else None,
                      record=save)
-    except (ValueError, FileNotFoundError) as exc:
+    except (errors.AsrthError, FileNotFoundError) as exc:  # and a teacher's missing weights
         raise cli_args.fail(str(exc)) from None
     save("done", result)  # the whole result, whatever `run` recorded on its way
     _print(result)

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from data_pipelines.errors import AsrthError, fail
+
 # (module, what to do when it is missing). The benchmark itself needs the first group;
 # torch only the PyTorch reference case.
 REQUIRED_MODULES = (
@@ -45,7 +47,7 @@ MATMUL_CASE = "matmul_bf16"
 TORCH_CASE = "torch_reference"
 
 
-class PreflightError(RuntimeError):
+class PreflightError(AsrthError, RuntimeError):
     """Something the benchmark needs is missing (one-line message)."""
 
 
@@ -230,9 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "preflight":
         try:
             print(preflight(args.backend, args.torch), flush=True)
-        except PreflightError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        except PreflightError as exc:  # exit 2: launch/gpu_benchmark.sh stops on it
+            raise fail(str(exc), status=2) from None
         return 0
     if args.command == "record":
         record(args.out_dir, args.case, args.status, args.exit_code, args.wall_s,
@@ -240,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     summary = _load(args.out_dir / SUMMARY)
     if summary is None:
-        print(f"error: no {args.out_dir / SUMMARY}; run launch/gpu_benchmark.sh first",
-              file=sys.stderr)
-        return 2
+        raise fail(f"no {args.out_dir / SUMMARY}; run launch/gpu_benchmark.sh first", status=2)
     print(table(summary))
     return 0
 

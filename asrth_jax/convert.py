@@ -319,12 +319,12 @@ def _convert_torch_file(args) -> int:
         lines = str(exc).splitlines()
         if len(lines) == 1:
             raise ConversionError(f"{args.torch_checkpoint}: {lines[0]}") from None
-        # Every mismatch at once: one run shows all that is wrong with the pairing.
-        print(f"error: {args.torch_checkpoint} does not match {args.config}: {len(lines)} "
-              "problems (below); pass the config the checkpoint was trained with",
-              file=sys.stderr)
+        # Every mismatch at once: one run shows all that is wrong with the pairing, listed
+        # before main()'s one error line (which stays last).
         print("\n".join(f"  {line}" for line in lines), file=sys.stderr)
-        return 1
+        raise ConversionError(f"{args.torch_checkpoint} does not match {args.config}: "
+                              f"{len(lines)} problems (above); pass the config the checkpoint "
+                              "was trained with") from None
     print(f"wrote {write_checkpoint(out, generator_side, discriminator)}")
     return 0
 

@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         result = evaluate(animator, data, cases=args.contact_cases, quiet=args.quiet,
                           degraded_source=args.degraded_source, akd_unavailable=akd_why)
-    except ValueError as err:
+    except errors.AsrthError as err:  # a corrupt clip (DataError), ...
         raise cli_args.fail(str(err)) from None
 
     out.mkdir(parents=True, exist_ok=True)

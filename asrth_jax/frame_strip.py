@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from asrth_jax import cli_args, media
+from asrth_jax import cli_args, errors, media
 
 
 def strip(frames: np.ndarray, rows: int, scale: int = 1) -> np.ndarray:
@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         out = cli_args.check_output_file(args.out, "--out", overwrite=args.overwrite)
         if not Path(args.video).is_file():
-            raise ValueError(f"video {args.video} does not exist")
+            raise media.MediaError(f"video {args.video} does not exist")
         image = strip(media.read_video(args.video), args.rows, max(1, args.scale))
-    except (ValueError, cli_args.OutputPathError, media.MediaError) as err:
+    except errors.AsrthError as err:  # OutputPathError, MediaError
         raise cli_args.fail(str(err)) from None
     media.write_png(out, image)
     return out

@@ -21,6 +21,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from data_pipelines.errors import fail
+
 # Substrings of kernel / op names, checked in this order; the first match names the kind.
 CATEGORIES = (
     ("collective", ("all-reduce", "all_reduce", "allreduce", "all-gather", "reduce-scatter",
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = summarize_trace(args.directory, args.top)
     except FileNotFoundError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise fail(str(exc)) from None
     print(format_summary(summary))
     return 0
 

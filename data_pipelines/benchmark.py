@@ -136,21 +136,21 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args.presets = [args.preset] if args.preset else args.presets
     bad = [s for s in args.sizes if not MIN_SIZE <= s <= MAX_SIZE]
     if bad:
-        p.error(f"--size {bad[0]} is out of range; give a frame size in "
-                f"[{MIN_SIZE}, {MAX_SIZE}] such as 256 or 512")
+        raise fail(f"--size {bad[0]} is out of range; give a frame size in "
+                   f"[{MIN_SIZE}, {MAX_SIZE}] such as 256 or 512")
     if args.pairs < 1:
-        p.error(f"--pairs {args.pairs} must be at least 1")
+        raise fail(f"--pairs {args.pairs} must be at least 1")
     if args.batch_size < 1:
-        p.error(f"--batch-size {args.batch_size} must be at least 1")
+        raise fail(f"--batch-size {args.batch_size} must be at least 1")
     if args.source == "tfds" and not args.tfds_dir:
-        p.error("--source tfds needs --tfds-dir (the --out of data_pipelines.prepare)")
+        raise fail("--source tfds needs --tfds-dir (the --out of data_pipelines.prepare)")
     if args.source == "tfds" and not Path(args.tfds_dir).is_dir():
-        p.error(f"--tfds-dir {args.tfds_dir} is not a folder; pass the --out of "
-                "data_pipelines.prepare")
+        raise fail(f"--tfds-dir {args.tfds_dir} is not a folder; pass the --out of "
+                   "data_pipelines.prepare")
     if args.out and Path(args.out).exists() and not args.overwrite:
-        p.error(f"--out {args.out} exists; choose another path or pass --overwrite")
+        raise fail(f"--out {args.out} exists; choose another path or pass --overwrite")
     if args.out and not Path(args.out).resolve().parent.is_dir():
-        p.error(f"--out {args.out}: folder {Path(args.out).parent} does not exist")
+        raise fail(f"--out {args.out}: folder {Path(args.out).parent} does not exist")
     return args
 
 

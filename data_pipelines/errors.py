@@ -30,6 +30,11 @@ class ConfigError(AsrthError, ValueError):
     `asrth_jax.errors.ConfigError`; here so the data checks can raise it too)."""
 
 
+class DataError(AsrthError, ValueError):
+    """A video, frame or collection that cannot be used as data (corrupt, empty): one
+    line naming it and the fix (delete it, re-run `data_pipelines.prepare`)."""
+
+
 class DatasetNotFoundError(AsrthError, FileNotFoundError):
     """A configured dataset path is missing or empty: one line naming the path and the
     command that fixes it. Each `main()` turns it into that line and a non-zero exit."""

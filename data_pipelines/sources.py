@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from data_pipelines.errors import DataError
+
 
 class VideoCollection(Protocol):
     """What PairSource needs from a set of videos."""
@@ -61,7 +63,7 @@ class PairSource:
         max_frame_distance: int | None = None,
     ):
         if len(videos) == 0:
-            raise ValueError("PairSource got an empty video collection; check the dataset path")
+            raise DataError("PairSource got an empty video collection; check the dataset path")
         self.videos = videos
         self.seed = int(seed)
         self.num_repeats = int(num_repeats)
@@ -89,8 +91,8 @@ class PairSource:
         video = group[int(rng.integers(len(group)))]
         n = self.videos.num_frames(video)
         if n < 1:
-            raise ValueError(f"video {self.videos.name(video)!r} has no frames; remove it or "
-                             "re-run data_pipelines.prepare")
+            raise DataError(f"video {self.videos.name(video)!r} has no frames; remove it or "
+                            "re-run data_pipelines.prepare")
         if self.max_frame_distance:
             # Our option, not the reference's: the second frame within d of the first.
             first = int(rng.integers(n))

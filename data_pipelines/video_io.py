@@ -14,6 +14,8 @@ import cv2
 import imageio.v2 as imageio
 import numpy as np
 
+from data_pipelines.errors import DataError
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -49,7 +51,7 @@ def frame_files(folder: Path) -> list[Path]:
 def read_image(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
-        raise ValueError(f"cannot decode frame image {path}; delete or replace the file")
+        raise DataError(f"cannot decode frame image {path}; delete or replace the file")
     return np.ascontiguousarray(img[..., ::-1])
 
 
@@ -62,7 +64,7 @@ def read_video(path: Path, max_frames: int | None = None) -> np.ndarray:
     if path.is_dir():
         files = frame_files(path)[:max_frames]
         if not files:
-            raise ValueError(f"frame folder {path} holds no images; remove it or add frames")
+            raise DataError(f"frame folder {path} holds no images; remove it or add frames")
         return np.stack([read_image(f) for f in files])
     cap = cv2.VideoCapture(str(path))
     frames = []
@@ -77,7 +79,7 @@ def read_video(path: Path, max_frames: int | None = None) -> np.ndarray:
     if not frames:
         frames = _read_with_imageio(path, max_frames)
     if not frames:
-        raise ValueError(
+        raise DataError(
             f"cannot decode any frame of {path}; the file is corrupt or not a video "
             "(re-download it or delete it)"
         )
@@ -122,5 +124,5 @@ def decode_frame(data: bytes) -> np.ndarray:
     """Decode JPEG/PNG bytes to an RGB uint8 frame."""
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
-        raise ValueError("cannot decode an encoded frame; re-run data_pipelines.prepare")
+        raise DataError("cannot decode an encoded frame; re-run data_pipelines.prepare")
     return np.ascontiguousarray(img[..., ::-1])

@@ -20,6 +20,6 @@ def test_given_weights_need_their_config_and_a_lone_config_is_refused(capsys):
     assert app._parse(["--checkpoint", "w", "--config", "c.py"]).checkpoint == "w"
     for argv, needle in ((["--checkpoint", "w"], "--config names the config"),
                          (["--config", "c.py"], "goes with --checkpoint")):
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit) as exc:  # cli_args.fail: the line, exit status 1
             app._parse(argv)
-        assert needle in capsys.readouterr().err
+        assert str(exc.value.code).startswith("error: ") and needle in str(exc.value.code)

@@ -23,7 +23,9 @@ def _write(path: Path, data: dict) -> None:
 def test_preflight_names_what_is_missing_in_one_line(monkeypatch, capsys):
     monkeypatch.setattr(suite, "REQUIRED_MODULES", suite.REQUIRED_MODULES + (
         ("no_such_module_for_this_test", "carry its wheel in .whl"),))
-    assert suite.main(["preflight"]) == 2
+    with pytest.raises(SystemExit) as exc:  # exit 2: launch/gpu_benchmark.sh stops
+        suite.main(["preflight"])
+    assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: missing module no_such_module_for_this_test (carry its wheel in "
                    ".whl)"]
@@ -32,7 +34,9 @@ def test_preflight_names_what_is_missing_in_one_line(monkeypatch, capsys):
 def test_preflight_refuses_the_wrong_backend_and_names_what_it_found(capsys):
     import jax
 
-    assert suite.main(["preflight", "--backend", "gpu"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        suite.main(["preflight", "--backend", "gpu"])
+    assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"runs on {jax.default_backend()}" in err[0] and "not gpu" in err[0]
     assert suite.main(["preflight"]) == 0
@@ -83,8 +87,11 @@ def test_summary_reads_mfu_against_both_ceilings_and_ours_against_the_reference(
 
 
 def test_table_cli_without_a_summary_says_so(tmp_path, capsys):
-    assert suite.main(["table", str(tmp_path)]) == 2
-    assert "run launch/gpu_benchmark.sh first" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        suite.main(["table", str(tmp_path)])
+    assert exc.value.code == 2
+    line, = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: no ") and "run launch/gpu_benchmark.sh first" in line
 
 
 @pytest.mark.slow

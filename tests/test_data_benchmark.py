@@ -38,10 +38,15 @@ def test_small_run_reports_cpu_and_wall_throughput(tmp_path, capsys):
     (["--out", "/nonexistent/dir/b.json"], "does not exist"),
 ])
 def test_bad_arguments_are_one_line(argv, needle, capsys):
+    """argparse's own errors (a bad choice or int) exit 2 with its usage line; the value
+    checks after parsing go through `fail`: `error: ...`, exit status 1."""
     with pytest.raises(SystemExit) as exc:
         benchmark.main(argv)
-    assert exc.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
+    if needle.startswith("invalid"):
+        assert exc.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+    else:
+        lines = str(exc.value.code).splitlines()  # SystemExit("error: ..."): exit status 1
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], lines
 
 
@@ -58,15 +63,20 @@ def test_tfds_dir_without_a_prepared_dataset_is_one_line(tmp_path, capsys):
 def test_existing_out_is_not_overwritten_without_asking(tmp_path, capsys):
     out = tmp_path / "mine.json"
     out.write_text("keep me")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         benchmark.main(["--size", "32", "--pairs", "1", "--out", str(out)])
     assert out.read_text() == "keep me"
-    assert "--overwrite" in capsys.readouterr().err
+    assert "--overwrite" in str(exc.value.code)
 
 
-def test_cli_process_exits_2_with_one_line():
+def test_cli_process_exits_with_one_line():
+    """A value refused after parsing: `fail`, exit 1; a flag argparse refuses: exit 2."""
     proc = subprocess.run([sys.executable, "-m", "data_pipelines.benchmark", "--pairs", "-1"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["error: --pairs -1 must be at least 1"]
+    proc = subprocess.run([sys.executable, "-m", "data_pipelines.benchmark", "--pairs", "x"],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: --pairs -1 must be at least 1 (see --help)"]
+        "error: argument --pairs: invalid int value: 'x' (see --help)"]
