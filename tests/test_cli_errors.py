@@ -225,3 +225,161 @@ def test_library_errors_share_one_typed_root():
     assert issubclass(data_errors.DatasetNotFoundError, FileNotFoundError)
     assert issubclass(folders.ManifestError, ValueError)
     assert issubclass(face_mesh.FaceMeshUnavailableError, RuntimeError)
+
+
+# --- One way out: every main() exits through `fail`, library code never exits ----------
+
+import ast  # noqa: E402 - this section's own tools
+
+PACKAGES = ("asrth_jax", "data_pipelines")
+
+
+def _is_main_guard(node: ast.AST) -> bool:
+    """`if __name__ == "__main__":` (the one place a module may call `sys.exit(main())`)."""
+    test = getattr(node, "test", None)
+    return (isinstance(node, ast.If) and isinstance(test, ast.Compare)
+            and isinstance(test.left, ast.Name) and test.left.id == "__name__")
+
+
+def _stderr_prints(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == "print" and any(
+                kw.arg == "file" and ast.unparse(kw.value) == "sys.stderr"
+                for kw in node.keywords))
+
+
+def _starts_with_error(node: ast.AST) -> bool:
+    """A literal or f-string whose text begins `error:` (a hand-made error line)."""
+    if isinstance(node, ast.JoinedStr) and node.values:
+        node = node.values[0]
+    return (isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and node.value.startswith("error:"))
+
+
+def exit_problems(source: str, name: str) -> list[str]:
+    """Each way `source` leaves the process other than `raise fail(message)`: a
+    `SystemExit(...)`, `sys.exit(...)`/`exit(...)`, an argparse `p.error(...)`, a
+    `print(..., file=sys.stderr)` of an `error:` line, or a `main()` returning a
+    non-zero status. The `if __name__ == "__main__"` block is exempt."""
+    problems = []
+    tree = ast.parse(source)
+    guarded = {id(n) for top in tree.body if _is_main_guard(top) for n in ast.walk(top)}
+    mains = {id(n) for top in tree.body
+             if isinstance(top, ast.FunctionDef) and top.name == "main"
+             for n in ast.walk(top)}
+    for node in ast.walk(tree):
+        if id(node) in guarded:
+            continue
+        where = f"{name}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.Call):
+            func = ast.unparse(node.func)
+            if func in ("SystemExit", "sys.exit", "exit", "quit", "os._exit"):
+                problems.append(f"{where} {func}(...)")
+            elif (isinstance(node.func, ast.Attribute) and node.func.attr == "error"
+                  and func.split(".")[0] not in ("logging", "logger", "log")):
+                problems.append(f"{where} {func}(...) (argparse's exit after parsing)")
+            elif _stderr_prints(node) and node.args and _starts_with_error(node.args[0]):
+                problems.append(f"{where} print('error: ...', file=sys.stderr)")
+        elif (isinstance(node, ast.Return) and id(node) in mains
+              and isinstance(node.value, ast.Constant) and isinstance(node.value.value, int)
+              and node.value.value != 0):
+            problems.append(f"{where} main() returns {node.value.value}")
+    return sorted(problems, key=lambda p: int(p.split(" ", 1)[0].rsplit(":", 1)[1]))
+
+
+def _modules():
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            relative = path.relative_to(REPO).as_posix()
+            if relative != "data_pipelines/errors.py":  # `fail` itself builds the SystemExit
+                yield relative, path.read_text()
+
+
+def test_every_main_exits_only_through_fail_and_no_library_code_exits():
+    mains = [name for name, source in _modules() if "\ndef main(" in source]
+    assert len(mains) >= 13, mains  # train, animate, app, evaluate, convert, benchmark(s), ...
+    problems = [p for name, source in _modules() for p in exit_problems(source, name)]
+    assert problems == []
+
+
+def test_the_exit_scan_finds_each_old_way_out():
+    """The scan above would fail on each style this package used before (issue 29)."""
+    old = '''
+import sys
+
+def helper(p, args):
+    if args.x:
+        p.error("--x is bad")
+
+def main(argv=None):
+    if argv:
+        raise SystemExit(f"error: {argv}")
+    try:
+        run()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if not ok:
+        print("error: no summary", file=sys.stderr)
+        return 2
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+    found = exit_problems(old, "old.py")
+    assert [p.split(" ", 1)[1] for p in found] == [
+        "p.error(...) (argparse's exit after parsing)", "SystemExit(...)",
+        "print('error: ...', file=sys.stderr)", "sys.exit(...)",
+        "print('error: ...', file=sys.stderr)", "main() returns 2"], found
+    fixed = "from m import fail\n\ndef main(argv=None):\n    raise fail('bad')\n"
+    assert exit_problems(fixed, "new.py") == []
+
+
+def test_fail_is_one_error_line_with_status_1_or_the_status_asked(capsys):
+    exit_1 = cli_args.fail("first line\nsecond line")
+    assert isinstance(exit_1, SystemExit) and exit_1.code == "error: first line"
+    assert cli_args.fail("error: already prefixed").code == "error: already prefixed"
+    assert cli_args.fail("").code == "error: failed"
+    capsys.readouterr()
+    exit_2 = cli_args.fail("bad flag", status=2)
+    assert exit_2.code == 2 and capsys.readouterr().err == "error: bad flag\n"
+
+
+def test_the_training_and_data_errors_are_typed():
+    """A user-fixable problem of training, its config or its data is an AsrthError (the
+    train main's one-line exit); the builtin base stays for callers that catch it."""
+    from asrth_jax import benchmark_suite, errors, schedule, sharding, teachers, train
+    from asrth_jax.models import generator
+    from data_pipelines import degradation, degradation_config, pipeline, sources, video_io
+    from data_pipelines import errors as data_errors
+
+    assert issubclass(train.StopTraining, errors.AsrthError)
+    assert errors.ConfigError is data_errors.ConfigError
+    for cls in (errors.ConfigError, degradation.DegradationConfigError, data_errors.DataError,
+                benchmark.BenchmarkError):
+        assert issubclass(cls, errors.AsrthError) and issubclass(cls, ValueError), cls
+    assert issubclass(benchmark_suite.PreflightError, errors.AsrthError)
+    import ml_collections
+
+    config = ml_collections.ConfigDict({"num_epochs": 0, "num_steps": 0})
+    checks = [
+        lambda: schedule.check_training_length(ml_collections.ConfigDict(
+            {"train": config, "optim": {"decay_epochs": (), "decay_milestones": ()}})),
+        lambda: schedule.steps_per_epoch(3, 4),
+        lambda: sharding.make_mesh(ml_collections.ConfigDict({"data": 3, "fsdp": 1})),
+        lambda: sharding.check_deterministic_reductions(ml_collections.ConfigDict(
+            {"deterministic_reductions": True, "shard_params": True})),
+        lambda: generator.check_num_down_blocks(0),
+        lambda: teachers.check_headpose_teacher(
+            ml_collections.ConfigDict({"headpose_teacher": "oracle"}), "vox"),
+        lambda: degradation_config.default_degradation_config("no_such_preset"),
+        lambda: pipeline.make_pair_source(ml_collections.ConfigDict({"kind": "nope"}),
+                                          "train", 0),
+        lambda: video_io.decode_frame(b"not an image"),
+    ]
+    for check in checks:
+        with pytest.raises(errors.AsrthError):
+            check()
+    with pytest.raises(data_errors.DataError, match="empty video collection"):
+        sources.PairSource([], seed=0)
