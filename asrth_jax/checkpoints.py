@@ -38,6 +38,10 @@ OPTIMIZER_KEYS = {"generator_side": "gen_opt", "discriminator": "disc_opt"}
 CheckpointError = errors.CheckpointError  # re-exported beside its subclasses below
 
 
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint (or not the step asked for) where the path points."""
+
+
 class DamagedCheckpointError(CheckpointError):
     """A step whose files are truncated or unreadable."""
 
@@ -87,7 +91,7 @@ def resolve(path: str) -> tuple[str, int | None]:
     folder such as `WORKDIR/checkpoints/2000` (that step; otherwise the newest)."""
     root = epath.Path(path if "://" in path else os.path.abspath(path))
     if not root.is_dir():
-        raise FileNotFoundError(f"checkpoint directory {root} does not exist")
+        raise CheckpointNotFoundError(f"checkpoint directory {root} does not exist")
     if not _holds_steps(root) and _holds_steps(root / "checkpoints"):
         return str(root / "checkpoints"), None
     if _is_step_folder(root) and not _holds_steps(root):
@@ -220,12 +224,12 @@ def restore_models(directory: str, generator_side: nnx.Module,
     with ocp.CheckpointManager(directory, item_names=(MODELS_ITEM,)) as manager:
         step = manager.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(
+            raise CheckpointNotFoundError(
                 f"{directory} holds no checkpoint; pass a training --workdir or the --out of "
                 "`python -m asrth_jax.convert`")
         if step not in manager.all_steps():
-            raise FileNotFoundError(f"{directory} holds no step {step}; it holds "
-                                    f"{sorted(manager.all_steps())}")
+            raise CheckpointNotFoundError(f"{directory} holds no step {step}; it holds "
+                                          f"{sorted(manager.all_steps())}")
         try:
             if discriminator is not None:
                 target = model_state(generator_side, discriminator)

@@ -5,15 +5,24 @@ Library code raises these (never `SystemExit`); only each CLI `main()` turns one
 one line naming the problem and the fix. Each class also derives from the builtin its
 callers catch (`ValueError`, ...), so existing `except ValueError` sites keep working.
 
-`AsrthError` itself lives in `data_pipelines.errors` (data sits below this package and
-never imports it) and is re-exported here, so `except errors.AsrthError` catches data
-errors too. The errors of one module's own inputs subclass it there, beside the code
-that raises them: `checkpoints` (DamagedCheckpointError, ModelMismatchError,
-ResumeError, SaveError), `torch_files.TorchFileError`, `convert` (ConversionError, OutputError),
+`AsrthError`, `ConfigError` and the exit rule `fail` live in `data_pipelines.errors`
+(data sits below this package and never imports it) and are re-exported here and in
+`cli_args`, so `except errors.AsrthError` catches data errors too and the data checks
+raise the same ConfigError. A training config has one check, `config_lib.validate`,
+which raises only ConfigError. The errors of one module's own inputs subclass the root
+beside the code that raises them: `checkpoints` (CheckpointNotFoundError,
+DamagedCheckpointError, ModelMismatchError, ResumeError, SaveError),
+`torch_files.TorchFileError`, `convert` (ConversionError, OutputError),
 `media.MediaError`, `cli_args.OutputPathError`, `workdir.WorkdirError`,
 `model_loading.ModelLoadError`, `animate.AnimateError`, `evaluate.EvaluateError`,
-`data_pipelines.errors.DatasetNotFoundError`, `data_pipelines.prepare.PrepareError`,
+`train.StopTraining`, `memory_fit.StepTooLarge`, `benchmark.BenchmarkError`,
+`benchmark_suite.PreflightError`, `profile_summary.NoTraceError`,
+`data_pipelines.errors` (DataError, DatasetNotFoundError),
+`data_pipelines.degradation.DegradationConfigError` (a ConfigError),
+`data_pipelines.folders.ManifestError`, `data_pipelines.prepare.PrepareError`,
 `data_pipelines.face_mesh.FaceMeshUnavailableError`.
+A builtin `ValueError`/`RuntimeError` left in the library is a programming error (an
+internal invariant): no `main()` catches it, so it stays a traceback.
 """
 
 from __future__ import annotations

@@ -21,7 +21,11 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from data_pipelines.errors import fail
+from data_pipelines.errors import AsrthError, fail
+
+
+class NoTraceError(AsrthError, FileNotFoundError):
+    """The folder holds no profiler trace (one line naming the folder and the fix)."""
 
 # Substrings of kernel / op names, checked in this order; the first match names the kind.
 CATEGORIES = (
@@ -54,7 +58,7 @@ def find_trace_file(directory: str) -> str:
                        key=os.path.getmtime)
         if found:
             return found[-1]
-    raise FileNotFoundError(f"no profiler trace (*.trace.json.gz) under {directory}: run "
+    raise NoTraceError(f"no profiler trace (*.trace.json.gz) under {directory}: run "
                             "jax.profiler.trace(DIR, create_perfetto_trace=True) first")
 
 
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         summary = summarize_trace(args.directory, args.top)
-    except FileNotFoundError as exc:
+    except NoTraceError as exc:
         raise fail(str(exc)) from None
     print(format_summary(summary))
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data_pipelines import video_io
-from data_pipelines.errors import AsrthError, DatasetNotFoundError, prepare_hint
+from data_pipelines.errors import AsrthError, ConfigError, DatasetNotFoundError, prepare_hint
 from data_pipelines.sources import identity_of
 
 
@@ -35,7 +35,7 @@ def split_of(name: str, train_fraction: float = 0.8) -> str:
     never moves it, and the clips of one identity never straddle the two splits.
     """
     if not 0.0 <= train_fraction <= 1.0:
-        raise ValueError(f"train_fraction must be in [0, 1], got {train_fraction}")
+        raise ConfigError(f"train_fraction must be in [0, 1], got {train_fraction}")
     digest = hashlib.sha256(identity_of(name).encode("utf-8")).digest()
     position = int.from_bytes(digest[:8], "big") / 2.0**64  # uniform in [0, 1)
     return "train" if position < train_fraction else "test"

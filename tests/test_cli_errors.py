@@ -351,7 +351,14 @@ def test_the_training_and_data_errors_are_typed():
     train main's one-line exit); the builtin base stays for callers that catch it."""
     from asrth_jax import benchmark_suite, errors, schedule, sharding, teachers, train
     from asrth_jax.models import generator
-    from data_pipelines import degradation, degradation_config, pipeline, sources, video_io
+    from data_pipelines import (
+        degradation,
+        degradation_config,
+        folders,
+        pipeline,
+        sources,
+        video_io,
+    )
     from data_pipelines import errors as data_errors
 
     assert issubclass(train.StopTraining, errors.AsrthError)
@@ -359,7 +366,11 @@ def test_the_training_and_data_errors_are_typed():
     for cls in (errors.ConfigError, degradation.DegradationConfigError, data_errors.DataError,
                 benchmark.BenchmarkError):
         assert issubclass(cls, errors.AsrthError) and issubclass(cls, ValueError), cls
+    from asrth_jax import checkpoints, profile_summary
+
     assert issubclass(benchmark_suite.PreflightError, errors.AsrthError)
+    for cls in (checkpoints.CheckpointNotFoundError, profile_summary.NoTraceError):
+        assert issubclass(cls, errors.AsrthError) and issubclass(cls, FileNotFoundError), cls
     import ml_collections
 
     config = ml_collections.ConfigDict({"num_epochs": 0, "num_steps": 0})
@@ -377,6 +388,7 @@ def test_the_training_and_data_errors_are_typed():
         lambda: pipeline.make_pair_source(ml_collections.ConfigDict({"kind": "nope"}),
                                           "train", 0),
         lambda: video_io.decode_frame(b"not an image"),
+        lambda: folders.split_of("clip", train_fraction=1.5),
     ]
     for check in checks:
         with pytest.raises(errors.AsrthError):
