@@ -395,3 +395,29 @@ def test_the_training_and_data_errors_are_typed():
             check()
     with pytest.raises(data_errors.DataError, match="empty video collection"):
         sources.PairSource([], seed=0)
+
+
+def test_convert_lists_every_mismatch_then_ends_with_its_one_error_line(
+        tmp_path, monkeypatch, capsys):
+    """Convert's many-problem report goes through `fail` too: the problems first, the
+    `error:` line (exit status 1) last."""
+    from asrth_jax import convert
+    from asrth_jax.models import adasr
+
+    def mismatched(*args):
+        raise convert.ConversionError("generator.a: shape (3,) vs (4,)\ngenerator.b: missing")
+
+    monkeypatch.setattr(convert, "load_torch_file", lambda path: {"generator": {}})
+    monkeypatch.setattr(convert, "check_released_layout", lambda checkpoint: None)
+    monkeypatch.setattr(adasr, "abstract_generator", lambda model: None)
+    monkeypatch.setattr(adasr, "build_discriminator", lambda model: None)
+    monkeypatch.setattr(convert, "convert_released_checkpoint", mismatched)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        convert.main(["--torch-checkpoint", "r.pth", "--config", TINY,
+                      "--out", str(tmp_path / "c")])
+    assert exc.value.code == (f"error: r.pth does not match {TINY}: 2 problems (above); "
+                              "pass the config the checkpoint was trained with")
+    assert capsys.readouterr().err.splitlines() == ["  generator.a: shape (3,) vs (4,)",
+                                                    "  generator.b: missing"]
+    assert not (tmp_path / "c").exists()
