@@ -245,10 +245,10 @@ def test_batch_zero_needs_a_device_memory_limit():
 
 
 def test_indivisible_batch_is_refused_before_the_trainer(monkeypatch):
-    from asrth_jax import sharding, train_step
+    from asrth_jax import errors, sharding, train_step
 
-    def indivisible(batch, mesh):
-        raise ValueError(f"batch {batch} does not divide across the devices")
+    def indivisible(batch, mesh):  # the real check's error type
+        raise errors.ConfigError(f"batch {batch} does not divide across the devices")
 
     def never(*args, **kwargs):
         raise AssertionError("the trainer was built before the batch was checked")
