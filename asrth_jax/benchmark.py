@@ -554,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                      inference_batches=args.inference_batches,
                      probe_plan=earlier_plan(args.plan_from) if batch == 0 else None,
                      record=save)
-    except (errors.AsrthError, FileNotFoundError) as exc:  # and a teacher's missing weights
+    except errors.AsrthError as exc:  # a teacher's missing weights: WeightsNotFoundError
         raise cli_args.fail(str(exc)) from None
     save("done", result)  # the whole result, whatever `run` recorded on its way
     _print(result)

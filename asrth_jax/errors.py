@@ -19,6 +19,7 @@ DamagedCheckpointError, ModelMismatchError, ResumeError, SaveError),
 `benchmark_suite.PreflightError`, `profile_summary.NoTraceError`,
 `data_pipelines.errors` (DataError, DatasetNotFoundError),
 `data_pipelines.degradation.DegradationConfigError` (a ConfigError),
+`models.vgg` (WeightsError, WeightsNotFoundError; HopeNet's too),
 `data_pipelines.folders.ManifestError`, `data_pipelines.prepare.PrepareError`,
 `data_pipelines.face_mesh.FaceMeshUnavailableError`.
 A builtin `ValueError`/`RuntimeError` left in the library is a programming error (an

@@ -421,3 +421,34 @@ def test_convert_lists_every_mismatch_then_ends_with_its_one_error_line(
     assert capsys.readouterr().err.splitlines() == ["  generator.a: shape (3,) vs (4,)",
                                                     "  generator.b: missing"]
     assert not (tmp_path / "c").exists()
+
+
+def test_the_model_and_weight_file_errors_are_typed(tmp_path):
+    """An image size the model cannot take, a weights file that cannot be used and weights
+    that are not there are AsrthErrors (so `summary`, `benchmark` and training end in their
+    one line) and keep the builtin their callers catch."""
+    import numpy as np
+
+    from asrth_jax import errors
+    from asrth_jax.config_lib import load_config_file
+    from asrth_jax.models import adasr, hopenet, vgg
+
+    model = load_config_file(TINY).model
+    with pytest.raises(errors.ConfigError, match="not a multiple"):
+        adasr.validate_image_shape(model, (1, 33, 33, model.common.image_channel))
+    bad = tmp_path / "weights.npz"
+    bad.write_text("not a zip")
+    with pytest.raises(vgg.WeightsError, match="cannot read weights"):
+        vgg.load_flat_npz(bad)
+    np.savez(tmp_path / "empty.npz", nothing=np.zeros(1))
+    for load in (vgg.load_vgg19_npz, hopenet.load_hopenet_npz):
+        with pytest.raises(vgg.WeightsError):
+            load(tmp_path / "empty.npz")
+    with pytest.raises(vgg.WeightsNotFoundError, match="not found"):
+        vgg.make_perceptual_network("vgg19", str(tmp_path / "missing.npz"))
+    with pytest.raises(errors.ConfigError, match="unknown perceptual network"):
+        vgg.make_perceptual_network("alexnet")
+    assert issubclass(vgg.WeightsError, errors.AsrthError) and issubclass(vgg.WeightsError,
+                                                                         ValueError)
+    assert issubclass(vgg.WeightsNotFoundError, errors.AsrthError) and issubclass(
+        vgg.WeightsNotFoundError, FileNotFoundError)

@@ -209,7 +209,7 @@ def check_image_shape(shape: tuple, channels: int, multiple: int) -> None:
         raise ValueError(f"expected images of shape (batch, height, width, {channels}), "
                          f"got {tuple(shape)}")
     if shape[1] % multiple or shape[2] % multiple:
-        raise ValueError(f"image size {shape[1]}x{shape[2]} is not a multiple of {multiple}; "
+        raise ConfigError(f"image size {shape[1]}x{shape[2]} is not a multiple of {multiple}; "
                          f"resize to the config's image_size (e.g. {multiple * 8})")
 
 

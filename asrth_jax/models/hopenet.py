@@ -28,6 +28,7 @@ from asrth_jax.models.blocks import traceable_rngs
 from asrth_jax.models.vgg import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    WeightsError,
     load_flat_npz,
     load_torch_state_dict,
     module_from_flat,
@@ -182,7 +183,7 @@ def hopenet_from_torch_state_dict(sd: Mapping[str, np.ndarray]) -> HopeNet:
         problems.append(str(err))
         module = None
     if problems:
-        raise ValueError("hopenet state dict: " + "; ".join(problems))
+        raise WeightsError("hopenet state dict: " + "; ".join(problems))
     return module
 
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from asrth_jax import cli_args
+from asrth_jax import cli_args, errors
 from asrth_jax.config_lib import load_config_file
 from asrth_jax.models import adasr
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config_file(args.config)
         size = args.image_size or config.image_size
         adasr.validate_image_shape(config.model, (1, size, size, config.model.common.image_channel))
-    except ValueError as exc:  # ConfigError, or an image size the model cannot take
+    except errors.AsrthError as exc:  # a bad config, or an image size the model cannot take
         raise cli_args.fail(str(exc)) from None
     result = summarize(config, size)
     if args.json:

