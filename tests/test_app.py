@@ -175,9 +175,13 @@ def test_bad_portrait_shows_one_line_error(server, browser, tmp_path):
     _upload(browser, "portrait", fake)
     _upload(browser, "driving", REAL / "demo_img_2.jpg")
     browser.find_element(By.ID, "animate").click()
-    toast = WebDriverWait(browser, PAGE_TIMEOUT).until(
-        lambda b: b.find_elements(By.CSS_SELECTOR, ".toast-body"))[0]
-    text = toast.text
+    # the toast is inserted before its text is filled in: wait for the text itself
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    text = WebDriverWait(browser, PAGE_TIMEOUT,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda b: next((toast.text for toast in b.find_elements(By.CSS_SELECTOR, ".toast-body")
+                        if toast.text.strip()), None))
     # the toast's last line is the message: the upload's name, no server folder
     assert text.splitlines()[-1].startswith("cannot read image portrait.jpg: "), text
     assert "cannot read image portrait.jpg" in browser.find_element(By.ID, "portrait-info").text
