@@ -57,7 +57,7 @@ from asrth_jax.teachers import (
     teacher_keys,
 )
 from asrth_jax.train_state import NetworkState, TrainState
-from asrth_jax.transforms import sample_transform_params, transform_frame
+from asrth_jax.transforms import TransformParams, sample_transform_params, transform_frame
 from data_pipelines.coordinates import keypoint_frame
 
 Batch = dict[str, jax.Array]
@@ -202,13 +202,12 @@ def equivariance_transforms(loss: ml_collections.ConfigDict, key: jax.Array, loc
     return params._replace(theta=rows(params.theta), control_params=rows(params.control_params))
 
 
-def _equivariance_term(defs: StepDefs, gen: nnx.Module, out: dict[str, Any], driving: jax.Array,
-                       key: jax.Array, batch_shards: int, terms: dict[str, jax.Array]) -> None:
+def _equivariance_term(defs: StepDefs, out: dict[str, Any], params: TransformParams | None,
+                       he_transformed: dict[str, jax.Array] | None,
+                       terms: dict[str, jax.Array]) -> None:
     cfg = defs.config.loss
     if not cfg.equivariance_value:
         return
-    params = equivariance_transforms(cfg, key, driving.shape[0], batch_shards)
-    he_transformed = gen.he_estimator(transform_frame(params, driving))
     kp_transformed = transform_keypoints(out["kp_canonical"], he_transformed)
     terms["equivariance_value"] = cfg.equivariance_value * losses.equivariance_value_loss(
         out["kp_driving"], kp_transformed, params)
@@ -279,12 +278,23 @@ def generator_loss(gen_params: nnx.State, state: TrainState, batch: Batch,
     # two calls advances the spectral-norm power iteration (4 per step in all).
     source = batch["source"].astype(jnp.float32)
     driving = batch["driving"].astype(jnp.float32)
-    out = gen(source, driving, source_lq=batch["source_lq"].astype(jnp.float32))
+    # The head-pose estimator's calls (source, driving, the equivariance pass's warped
+    # driving frames: the reference's order) as one, so XLA compiles it once.
+    pose_images = [source, driving]
+    transform = None
+    if defs.config.loss.equivariance_value:
+        transform = equivariance_transforms(defs.config.loss, key, driving.shape[0],
+                                            num_devices)
+        pose_images.append(transform_frame(transform, driving))
+    poses = gen.head_poses(*pose_images)
+    out = gen(source, driving, source_lq=batch["source_lq"].astype(jnp.float32),
+              poses=(poses[0], poses[1]))
     prediction = out["prediction"]
     terms: dict[str, jax.Array] = {}
     _reconstruction_terms(defs, frozen, prediction, driving, terms)
     _adversarial_terms(defs, disc, prediction, driving, terms)
-    _equivariance_term(defs, gen, out, driving, key, num_devices, terms)
+    _equivariance_term(defs, out, transform,
+                       poses[-1] if transform is not None else None, terms)
     _keypoint_and_motion_terms(defs, frozen, out, batch, driving, terms)
     total = sum(terms.values())
     new_gen_rest = nnx.state(gen, nnx.Not(nnx.Param))

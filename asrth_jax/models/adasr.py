@@ -54,15 +54,33 @@ class AdaSRGenerator(nnx.Module):
                                         **{k: tuple(v) if isinstance(v, list) else v
                                            for k, v in he.items()})
 
-    def source_state(self, source: jax.Array, source_lq: jax.Array | None = None) -> dict:
+    def head_poses(self, *images: jax.Array) -> list[dict[str, jax.Array]]:
+        """The head-pose estimator's outputs for several equal batches of images, as one
+        call: XLA compiles the estimator once, not once per batch. Each batch keeps its
+        own BatchNorm statistics, folded in the order given, so the values are those of
+        one call per batch."""
+        if len(images) == 1:
+            return [self.he_estimator(images[0])]
+        blocks.set_statistics_groups(self.he_estimator, len(images))
+        try:
+            out = self.he_estimator(blocks.interleave(images))
+        finally:
+            blocks.set_statistics_groups(self.he_estimator, 1)
+        split = {name: blocks.deinterleave(value, len(images)) for name, value in out.items()}
+        return [{name: split[name][g] for name in out} for g in range(len(images))]
+
+    def source_state(self, source: jax.Array, source_lq: jax.Array | None = None,
+                     he: dict[str, jax.Array] | None = None) -> dict:
         """What a source contributes once per video: canonical kp, pose, feature volume.
 
         AdaSR: keypoints and pose come from the clean source; the appearance volume is
-        encoded from `source_lq` during training (the degraded copy).
+        encoded from `source_lq` during training (the degraded copy). `he`: the source's
+        pose when the caller has it already (`head_poses`).
         """
         check_image_shape(source.shape, self.image_channel, self.size_multiple)
         kp_canonical = self.kp_detector(source)
-        he = self.he_estimator(source)
+        if he is None:
+            he = self.he_estimator(source)
         return {
             "kp_canonical": kp_canonical,
             "he": he,
@@ -71,17 +89,25 @@ class AdaSRGenerator(nnx.Module):
         }
 
     def __call__(self, source: jax.Array, driving: jax.Array,
-                 source_lq: jax.Array | None = None) -> dict[str, Any]:
-        return self.drive(self.source_state(source, source_lq), driving)
+                 source_lq: jax.Array | None = None,
+                 poses: tuple[dict, dict] | None = None) -> dict[str, Any]:
+        """`poses`: the source's and the driving frames' estimator outputs when the caller
+        has them (`head_poses`)."""
+        he_source, he_driving = (None, None) if poses is None else poses
+        return self.drive(self.source_state(source, source_lq, he_source), driving,
+                          he_driving)
 
     def driving_keypoints(self, src: dict, driving: jax.Array,
-                          pose_override: tuple[jax.Array, jax.Array] | None = None
+                          pose_override: tuple[jax.Array, jax.Array] | None = None,
+                          he: dict[str, jax.Array] | None = None
                           ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(B, K, 3) keypoints of the source's canonical keypoints in each driving frame's
         pose and expression, and that pose. `pose_override` (free view): (angles (3,)
         yaw, pitch, roll in degrees, override (3,) bool), the angles that replace the
-        estimate. A source of batch 1 serves every frame."""
-        he = self.he_estimator(driving)
+        estimate. A source of batch 1 serves every frame. `he`: the estimator's output
+        for `driving` when the caller has it."""
+        if he is None:
+            he = self.he_estimator(driving)
         kp_canonical = _tile(src["kp_canonical"], driving.shape[0])
         if pose_override is None:
             return transform_keypoints(kp_canonical, he), he
@@ -98,9 +124,10 @@ class AdaSRGenerator(nnx.Module):
         return self.generator.decode(_tile(src["feature_3d"], batch), kp_driving,
                                      _tile(src["kp"], batch))
 
-    def drive(self, src: dict, driving: jax.Array) -> dict[str, Any]:
+    def drive(self, src: dict, driving: jax.Array,
+              he_driving: dict[str, jax.Array] | None = None) -> dict[str, Any]:
         """Renders an encoded source (`source_state`) in the pose of `driving`."""
-        kp_driving, he_driving = self.driving_keypoints(src, driving)
+        kp_driving, he_driving = self.driving_keypoints(src, driving, he=he_driving)
         out = self.render(src, kp_driving)
         out.update(kp_canonical=src["kp_canonical"], kp_source=src["kp"],
                    kp_driving=kp_driving, he_source=src["he"], he_driving=he_driving)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -178,19 +178,46 @@ def set_running_variance(module: nnx.Module, kind: str) -> None:
             child.unbiased_running_var = kind == "unbiased"
 
 
+def set_statistics_groups(module: nnx.Module, groups: int) -> None:
+    """Every `BatchNorm` in `module` treats its batch as `groups` interleaved batches
+    (row b * groups + g belongs to batch g) with statistics of their own, folded into the
+    running statistics in the order g = 0, 1, ...: one call on the interleaved batches
+    equals `groups` calls in that order, in one program (see `interleave`)."""
+    for _, child in nnx.iter_modules(module):
+        if isinstance(child, BatchNorm):
+            child.statistics_groups = groups
+
+
+def interleave(batches: Sequence[jax.Array]) -> jax.Array:
+    """(B, ...) arrays -> (B * G, ...), row b * G + g from batch g. The interleaved rows of
+    one example stay on its device when the batch axis is sharded."""
+    stacked = jnp.stack(batches, axis=1)
+    return stacked.reshape((-1,) + stacked.shape[2:])
+
+
+def deinterleave(x: jax.Array, groups: int) -> list[jax.Array]:
+    """The inverse of `interleave`: batch g of `groups`."""
+    x = x.reshape((-1, groups) + x.shape[1:])
+    return [x[:, g] for g in range(groups)]
+
+
 class BatchNorm(nnx.BatchNorm):
     """`nnx.BatchNorm` whose training-mode statistics can be averaged over devices by a
-    caller-chosen reduction, `mean_over_devices` (see `set_statistics_mean`), and whose
-    running variance can take the unbiased batch variance (`set_running_variance`)."""
+    caller-chosen reduction, `mean_over_devices` (see `set_statistics_mean`), whose
+    running variance can take the unbiased batch variance (`set_running_variance`), and
+    which can normalise interleaved batches apart (`set_statistics_groups`)."""
 
     mean_over_devices: Callable[[jax.Array], jax.Array] | None = None
     num_devices: int = 1
     unbiased_running_var: bool = False
+    statistics_groups: int = 1
 
     def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
         mean_over_devices = self.mean_over_devices
         if use_running_average is None:
             use_running_average = self.use_running_average
+        if not use_running_average and mask is None and self.statistics_groups > 1:
+            return self._grouped(x, self.statistics_groups)
         if use_running_average or mask is not None or (
                 mean_over_devices is None and not self.unbiased_running_var):
             return super().__call__(x, use_running_average, mask=mask)
@@ -211,6 +238,28 @@ class BatchNorm(nnx.BatchNorm):
         y = (x32 - mean) * (jax.lax.rsqrt(var + self.epsilon) * self.scale[...]) \
             + self.bias[...]
         return y.astype(self.dtype or x.dtype)
+
+    def _grouped(self, x: jax.Array, groups: int) -> jax.Array:
+        """Training mode over `groups` interleaved batches, each with its own statistics."""
+        x32 = x.astype(jnp.float32).reshape((-1, groups) + x.shape[1:])
+        axes = (0,) + tuple(range(2, x32.ndim - 1))  # all but the group and the channel
+        moments = jnp.stack([x32.mean(axes), jnp.square(x32).mean(axes)])  # (2, G, C)
+        if self.mean_over_devices is not None:
+            moments = self.mean_over_devices(moments)
+        mean, mean_square = moments
+        var = jnp.maximum(mean_square - jnp.square(mean), 0.0)
+        running_var = var
+        if self.unbiased_running_var:
+            count = math.prod(x.shape[:-1]) // groups * self.num_devices
+            running_var = var * (count / max(count - 1, 1))
+        for g in range(groups):
+            for stored, batch_value in ((self.mean, mean[g]), (self.var, running_var[g])):
+                stored[...] = jax.lax.stop_gradient(
+                    self.momentum * stored[...] + (1 - self.momentum) * batch_value)
+        shape = (1, groups) + (1,) * (x32.ndim - 3) + (-1,)
+        inv = jax.lax.rsqrt(var + self.epsilon) * self.scale[...]
+        y = (x32 - mean.reshape(shape)) * inv.reshape(shape) + self.bias[...]
+        return y.reshape(x.shape).astype(self.dtype or x.dtype)
 
 
 def batch_norm(features: int, *, rngs: nnx.Rngs, dtype: Dtype = None) -> BatchNorm:
@@ -458,6 +507,65 @@ class UpBlock3d(nnx.Module):
 
     def __call__(self, x):
         return nnx.relu(self.norm(self.conv(upsample_nearest(x, spatial_axes=(2, 3)))))
+
+
+def apply_in_sequence(layers: Sequence[nnx.Module], x: jax.Array, *shared: jax.Array
+                      ) -> jax.Array:
+    """`layers` applied one after another (`x = layer(x, *shared)`), as one `lax.scan`
+    over their stacked state when they are alike: XLA then compiles one layer, not
+    len(layers), which is most of a deep network's compile time. Parameters keep their
+    own names; only this call stacks them, and the layers' new non-parameter state
+    (BatchNorm statistics in training mode) is written back.
+    The values are those of the plain loop: a first layer that changes the dtype or
+    shape runs on its own, and layers that differ run one by one."""
+    layers = list(layers)
+    if len(layers) > 1 and _alike(layers):
+        graph_def, state = nnx.split(layers[0])
+        out = jax.eval_shape(lambda st, inp, sh: nnx.merge(graph_def, st)(inp, *sh),
+                             _abstract(state), jax.ShapeDtypeStruct(x.shape, x.dtype),
+                             _abstract(shared))
+        if (out.shape, out.dtype) != (x.shape, x.dtype):
+            x = layers[0](x, *shared)
+            layers = layers[1:]
+    if len(layers) < 2 or not _alike(layers):
+        for layer in layers:
+            x = layer(x, *shared)
+        return x
+    graph_def = nnx.graphdef(layers[0])
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves),
+                           *(nnx.state(layer) for layer in layers))
+    training = any(isinstance(module, nnx.BatchNorm) and not module.use_running_average
+                   for _, module in nnx.iter_modules(layers[0]))
+
+    def step(carry, state):
+        layer = nnx.merge(graph_def, state)
+        out = layer(carry, *shared)
+        return out, (nnx.state(layer, nnx.BatchStat) if training else None)
+
+    x, new_statistics = jax.lax.scan(step, x, stacked)
+    if training:
+        for index, layer in enumerate(layers):
+            nnx.update(layer, jax.tree.map(lambda leaf, i=index: leaf[i], new_statistics))
+    return x
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf), leaf.dtype), tree)
+
+
+def _alike(layers: Sequence[nnx.Module]) -> bool:
+    """Same structure, static attributes, shapes and dtypes: one scan body serves all.
+    State other than parameters and BatchNorm statistics (which the scan writes back)
+    keeps the layers apart, so none is dropped."""
+    if nnx.state(layers[0], nnx.Not(nnx.Any(nnx.Param, nnx.BatchStat))):
+        return False
+    first_def, first = nnx.split(layers[0])
+    first = _abstract(first)
+    for layer in layers[1:]:
+        graph_def, state = nnx.split(layer)
+        if graph_def != first_def or _abstract(state) != first:
+            return False
+    return True
 
 
 class ResBlock(nnx.Module):
