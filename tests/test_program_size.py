@@ -1,6 +1,6 @@
 """What keeps the train step's XLA program small, and that it computes what the plain
-code computes: repeated blocks as one scan (`blocks.apply_in_sequence`), the head-pose
-estimator's three calls as one (`AdaSRGenerator.head_poses`, grouped BatchNorm)."""
+code computes: the head-pose estimator's three calls as one
+(`AdaSRGenerator.head_poses`, BatchNorm statistics per group)."""
 
 from __future__ import annotations
 
@@ -13,82 +13,9 @@ from flax import nnx
 from asrth_jax.models import blocks
 
 
-def _bottlenecks(count: int, features: int = 16, unbiased: bool = True) -> nnx.List:
-    layers = nnx.List([blocks.ResBottleneck(features, 1, rngs=nnx.Rngs(i))
-                       for i in range(count)])
-    blocks.set_running_variance(layers, "unbiased" if unbiased else "biased")
-    layers.train()
-    return layers
-
-
-def _run(graph_def, state, x, in_sequence: bool):
-    layers = nnx.merge(graph_def, state)
-    if in_sequence:
-        y = blocks.apply_in_sequence(layers, x)
-    else:
-        y = x
-        for layer in layers:
-            y = layer(y)
-    return y, nnx.state(layers, nnx.Not(nnx.Param))
-
-
 def _max_difference(a, b) -> float:
     return max(float(jnp.abs(p - q).max())
                for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
-
-
-def test_alike_layers_run_as_one_scan_with_the_loops_values_and_statistics():
-    graph_def, state = nnx.split(_bottlenecks(3))
-    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16))
-    loop_out, loop_stats = jax.jit(_run, static_argnums=(0, 3))(graph_def, state, x, False)
-    scan_out, scan_stats = jax.jit(_run, static_argnums=(0, 3))(graph_def, state, x, True)
-    assert _max_difference(loop_out, scan_out) == 0.0
-    assert _max_difference(loop_stats, scan_stats) == 0.0
-    # the running statistics did move: the scan wrote each layer's own back
-    assert _max_difference(loop_stats, nnx.state(_bottlenecks(3), nnx.Not(nnx.Param))) > 0
-
-    def loss(params, rest, x, in_sequence):
-        rest = jax.tree.map(lambda leaf: leaf, rest)  # Variables of this trace: mutable
-        return _run(graph_def, nnx.merge_state(params, rest), x, in_sequence)[0].sum()
-
-    params, rest = nnx.split_state(state, nnx.Param, ...)
-    grads = [jax.jit(jax.grad(loss), static_argnums=3)(params, rest, x, flag)
-             for flag in (False, True)]
-    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(grads[0])[0],
-                            jax.tree.leaves(grads[1]), strict=True):
-        if "bias" in jax.tree_util.keystr(path) and "conv" in jax.tree_util.keystr(path):
-            continue  # a bias before BatchNorm has no gradient: both are rounding noise
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(a).max()))
-
-    program = jax.make_jaxpr(lambda s, x: _run(graph_def, s, x, True))(state, x)
-    assert "scan" in str(program)
-    assert str(program).count("conv_general_dilated") == 3  # one bottleneck's convs
-
-
-def test_unlike_layers_and_a_dtype_changing_first_layer_run_one_by_one():
-    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16))
-    unlike = nnx.List([blocks.ResBottleneck(16, 1, rngs=nnx.Rngs(0)),
-                       blocks.ResBottleneck(16, 2, rngs=nnx.Rngs(1))])
-    unlike.eval()
-    program = str(jax.make_jaxpr(lambda x: blocks.apply_in_sequence(unlike, x))(x))
-    assert "scan" not in program and program.count("conv_general_dilated") == 7
-    # a bfloat16 input to float32 layers: the first one's output is float32, so it runs
-    # before the scan (a carry must keep its dtype) and the values are the loop's
-    cast = nnx.List([blocks.ResBottleneck(16, 1, rngs=nnx.Rngs(i)) for i in range(3)])
-    cast.eval()
-    half = x.astype(jnp.bfloat16)
-    out = jax.jit(lambda x: blocks.apply_in_sequence(cast, x))(half)
-
-    def loop(x):
-        for layer in cast:
-            x = layer(x)
-        return x
-
-    reference = jax.jit(loop)(half)
-    assert out.dtype == reference.dtype == jnp.float32
-    assert float(jnp.abs(out - reference).max()) == 0.0
-    program = str(jax.make_jaxpr(lambda x: blocks.apply_in_sequence(cast, x))(half))
-    assert "scan" in program and program.count("conv_general_dilated") == 6
 
 
 @pytest.mark.parametrize("running_var", ["unbiased", "biased"])
@@ -144,3 +71,32 @@ def test_the_train_step_calls_the_head_pose_estimator_once(monkeypatch):
              for k in ("source", "source_lq", "driving")}
     jax.eval_shape(trainer.train_step, trainer.abstract_state(), batch, trainer.frozen_state)
     assert batch_sizes == [6]
+
+
+def test_head_poses_in_one_call_equal_one_call_per_batch_in_order():
+    from asrth_jax.models.adasr import AdaSRGenerator
+    from asrth_jax.models.head_pose import HEEstimator
+
+    class Holder(nnx.Module):
+        def __init__(self):
+            self.he_estimator = HEEstimator(
+                block_expansion=8, num_kp=2, image_channel=3, stage_features=(16, 16, 16, 16),
+                stage_blocks=(1, 1, 1, 1), rngs=nnx.Rngs(0))
+            self.he_estimator.fc_t.kernel[...] = jax.random.normal(
+                jax.random.key(3), self.he_estimator.fc_t.kernel.shape)
+            blocks.set_running_variance(self, "unbiased")
+            self.train()
+
+    images = [jax.random.uniform(jax.random.key(g), (2, 32, 32, 3)) * (g + 1)
+              for g in range(3)]
+    separate, grouped = Holder(), Holder()
+    expected = [separate.he_estimator(x) for x in images]
+    got = AdaSRGenerator.head_poses(grouped, *images)
+    for a, b in zip(expected, got, strict=True):
+        for name in a:
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-3, atol=1e-4)
+    assert _max_difference(nnx.state(separate, nnx.BatchStat),
+                           nnx.state(grouped, nnx.BatchStat)) < 1e-4
+    # the grouping is for that call only
+    assert all(m.statistics_groups == 1 for _, m in nnx.iter_modules(grouped)
+               if isinstance(m, blocks.BatchNorm))

@@ -509,65 +509,6 @@ class UpBlock3d(nnx.Module):
         return nnx.relu(self.norm(self.conv(upsample_nearest(x, spatial_axes=(2, 3)))))
 
 
-def apply_in_sequence(layers: Sequence[nnx.Module], x: jax.Array, *shared: jax.Array
-                      ) -> jax.Array:
-    """`layers` applied one after another (`x = layer(x, *shared)`), as one `lax.scan`
-    over their stacked state when they are alike: XLA then compiles one layer, not
-    len(layers), which is most of a deep network's compile time. Parameters keep their
-    own names; only this call stacks them, and the layers' new non-parameter state
-    (BatchNorm statistics in training mode) is written back.
-    The values are those of the plain loop: a first layer that changes the dtype or
-    shape runs on its own, and layers that differ run one by one."""
-    layers = list(layers)
-    if len(layers) > 1 and _alike(layers):
-        graph_def, state = nnx.split(layers[0])
-        out = jax.eval_shape(lambda st, inp, sh: nnx.merge(graph_def, st)(inp, *sh),
-                             _abstract(state), jax.ShapeDtypeStruct(x.shape, x.dtype),
-                             _abstract(shared))
-        if (out.shape, out.dtype) != (x.shape, x.dtype):
-            x = layers[0](x, *shared)
-            layers = layers[1:]
-    if len(layers) < 2 or not _alike(layers):
-        for layer in layers:
-            x = layer(x, *shared)
-        return x
-    graph_def = nnx.graphdef(layers[0])
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves),
-                           *(nnx.state(layer) for layer in layers))
-    training = any(isinstance(module, nnx.BatchNorm) and not module.use_running_average
-                   for _, module in nnx.iter_modules(layers[0]))
-
-    def step(carry, state):
-        layer = nnx.merge(graph_def, state)
-        out = layer(carry, *shared)
-        return out, (nnx.state(layer, nnx.BatchStat) if training else None)
-
-    x, new_statistics = jax.lax.scan(step, x, stacked)
-    if training:
-        for index, layer in enumerate(layers):
-            nnx.update(layer, jax.tree.map(lambda leaf, i=index: leaf[i], new_statistics))
-    return x
-
-
-def _abstract(tree: Any) -> Any:
-    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf), leaf.dtype), tree)
-
-
-def _alike(layers: Sequence[nnx.Module]) -> bool:
-    """Same structure, static attributes, shapes and dtypes: one scan body serves all.
-    State other than parameters and BatchNorm statistics (which the scan writes back)
-    keeps the layers apart, so none is dropped."""
-    if nnx.state(layers[0], nnx.Not(nnx.Any(nnx.Param, nnx.BatchStat))):
-        return False
-    first_def, first = nnx.split(layers[0])
-    first = _abstract(first)
-    for layer in layers[1:]:
-        graph_def, state = nnx.split(layer)
-        if graph_def != first_def or _abstract(state) != first:
-            return False
-    return True
-
-
 class ResBlock(nnx.Module):
     """Pre-activation residual block (BN -> ReLU -> conv) x2, 2D or 3D."""
 

@@ -42,8 +42,8 @@ class SPADEDecoder(nnx.Module):
     def __call__(self, feature: jax.Array) -> jax.Array:
         seg = feature
         x = self.fc(feature)
-        middle = [getattr(self, f"G_middle_{i}") for i in range(self.num_middle)]
-        x = blocks.apply_in_sequence(middle, x, seg)
+        for i in range(self.num_middle):
+            x = getattr(self, f"G_middle_{i}")(x, seg)
         for i in range(self.num_up):
             x = getattr(self, f"up_{i}")(blocks.upsample_nearest(x), seg)
         x = self.conv_img(nnx.leaky_relu(x, 0.2))
@@ -94,7 +94,9 @@ class OcclusionAwareSPADEGenerator(nnx.Module):
         for block in self.down_blocks:
             out = block(out)
         feature = blocks.channels_to_depth(self.second(out), self.reshape_depth)
-        return blocks.apply_in_sequence(self.resblocks_3d, feature)
+        for block in self.resblocks_3d:
+            feature = block(feature)
+        return feature
 
     def decode(self, feature_3d: jax.Array, kp_driving: jax.Array,
                kp_source: jax.Array) -> dict[str, jax.Array]:

@@ -60,13 +60,17 @@ class HEEstimator(nnx.Module):
         out = nnx.relu(self.norm1(self.conv1(image)))
         out = nnx.max_pool(out, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         out = nnx.relu(self.norm2(self.conv2(out)))
-        out = blocks.apply_in_sequence(self.block1, out)
+        for block in self.block1:
+            out = block(out)
         out = self.block2(nnx.relu(self.norm3(self.conv3(out))))
-        out = blocks.apply_in_sequence(self.block3, out)
+        for block in self.block3:
+            out = block(out)
         out = self.block4(nnx.relu(self.norm4(self.conv4(out))))
-        out = blocks.apply_in_sequence(self.block5, out)
+        for block in self.block5:
+            out = block(out)
         out = self.block6(nnx.relu(self.norm5(self.conv5(out))))
-        out = blocks.apply_in_sequence(self.block7, out)
+        for block in self.block7:
+            out = block(out)
         out = out.mean(axis=(1, 2))
         # The released checkpoint's heads are wired crosswise: `fc_roll` predicts yaw
         # and `fc_yaw` predicts roll. Keep the wiring so converted weights mean the same.

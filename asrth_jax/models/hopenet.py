@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from asrth_jax.models.blocks import apply_in_sequence, traceable_rngs
+from asrth_jax.models.blocks import traceable_rngs
 from asrth_jax.models.vgg import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -104,8 +104,8 @@ class HopeNet(nnx.Module):
             x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))
         )
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            # the first block of a stage projects; the rest are alike: one scan
-            x = apply_in_sequence(layer[1:], layer[0](x))
+            for block in layer:
+                x = block(x)
         # AvgPool2d(7) as in the reference (global at 224 input, where layer4 is 7x7).
         x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 7, 7, 1), (1, 7, 7, 1), "VALID") / 49.0
         if x.shape[1:3] != (1, 1):
