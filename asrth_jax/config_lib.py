@@ -94,6 +94,10 @@ def base_config() -> ml_collections.ConfigDict:
     # PyTorch's BatchNorm keeps the unbiased batch variance in its running variance
     # ("unbiased"); Flax's keeps the biased one ("biased").
     c.train.batchnorm_running_var = "unbiased"
+    # The head-pose estimator on source, driving and the equivariance frames as one call
+    # (True: XLA compiles it once, each batch keeping its own BatchNorm statistics) or one
+    # call each (False). Equal in value; they round differently.
+    c.train.batched_head_pose = True
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 2e-4

@@ -279,14 +279,18 @@ def generator_loss(gen_params: nnx.State, state: TrainState, batch: Batch,
     source = batch["source"].astype(jnp.float32)
     driving = batch["driving"].astype(jnp.float32)
     # The head-pose estimator's calls (source, driving, the equivariance pass's warped
-    # driving frames: the reference's order) as one, so XLA compiles it once.
+    # driving frames: the reference's order), as one call when the config says so: XLA
+    # then compiles the estimator once.
     pose_images = [source, driving]
     transform = None
     if defs.config.loss.equivariance_value:
         transform = equivariance_transforms(defs.config.loss, key, driving.shape[0],
                                             num_devices)
         pose_images.append(transform_frame(transform, driving))
-    poses = gen.head_poses(*pose_images)
+    if defs.config.train.batched_head_pose:
+        poses = gen.head_poses(*pose_images)
+    else:
+        poses = [gen.he_estimator(images) for images in pose_images]
     out = gen(source, driving, source_lq=batch["source_lq"].astype(jnp.float32),
               poses=(poses[0], poses[1]))
     prediction = out["prediction"]

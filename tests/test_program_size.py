@@ -39,9 +39,11 @@ def test_grouped_batchnorm_equals_one_call_per_group_in_order(running_var):
     np.testing.assert_allclose(grouped.var[...], separate.var[...], rtol=1e-5)
 
 
-def test_the_train_step_calls_the_head_pose_estimator_once(monkeypatch):
+@pytest.mark.parametrize("batched, calls", [(True, [6]), (False, [2, 2, 2])])
+def test_the_train_step_calls_the_head_pose_estimator_once(monkeypatch, batched, calls):
     """Source, driving and the equivariance pass's warped frames go through the
-    estimator as one call: XLA compiles it once, not three times."""
+    estimator as one call (`train.batched_head_pose`): XLA compiles it once, not three
+    times."""
     from train_helpers import TINY
 
     from asrth_jax import sharding
@@ -57,6 +59,7 @@ def test_the_train_step_calls_the_head_pose_estimator_once(monkeypatch):
         config.loss.perceptual_scales = ()
         config.loss.headpose = config.loss.head_translation = 0.0
         config.loss.landmark_keypoints = 0.0
+        config.train.batched_head_pose = batched
     trainer = TrainSetup(config, sharding.make_mesh(config.mesh, jax.devices()[:1]), unused)
     batch_sizes = []
     original = HEEstimator.__call__
@@ -70,7 +73,7 @@ def test_the_train_step_calls_the_head_pose_estimator_once(monkeypatch):
     batch = {k: np.zeros((2, size, size, 3), np.float32)
              for k in ("source", "source_lq", "driving")}
     jax.eval_shape(trainer.train_step, trainer.abstract_state(), batch, trainer.frozen_state)
-    assert batch_sizes == [6]
+    assert batch_sizes == calls
 
 
 def test_head_poses_in_one_call_equal_one_call_per_batch_in_order():
