@@ -216,31 +216,15 @@ class BatchNorm(nnx.BatchNorm):
         mean_over_devices = self.mean_over_devices
         if use_running_average is None:
             use_running_average = self.use_running_average
-        if not use_running_average and mask is None and self.statistics_groups > 1:
-            return self._grouped(x, self.statistics_groups)
         if use_running_average or mask is not None or (
-                mean_over_devices is None and not self.unbiased_running_var):
+                mean_over_devices is None and not self.unbiased_running_var
+                and self.statistics_groups == 1):
             return super().__call__(x, use_running_average, mask=mask)
-        axes = tuple(range(x.ndim - 1))  # NHWC / NDHWC: statistics per channel
-        x32 = x.astype(jnp.float32)
-        moments = jnp.stack([x32.mean(axes), jnp.square(x32).mean(axes)])
-        if mean_over_devices is not None:
-            moments = mean_over_devices(moments)
-        mean, mean_square = moments
-        var = jnp.maximum(mean_square - jnp.square(mean), 0.0)
-        running_var = var
-        if self.unbiased_running_var:
-            count = math.prod(x.shape[:-1]) * self.num_devices
-            running_var = var * (count / max(count - 1, 1))
-        for stored, batch_value in ((self.mean, mean), (self.var, running_var)):
-            stored[...] = jax.lax.stop_gradient(
-                self.momentum * stored[...] + (1 - self.momentum) * batch_value)
-        y = (x32 - mean) * (jax.lax.rsqrt(var + self.epsilon) * self.scale[...]) \
-            + self.bias[...]
-        return y.astype(self.dtype or x.dtype)
+        return self._train_mode(x, self.statistics_groups)
 
-    def _grouped(self, x: jax.Array, groups: int) -> jax.Array:
-        """Training mode over `groups` interleaved batches, each with its own statistics."""
+    def _train_mode(self, x: jax.Array, groups: int) -> jax.Array:
+        """Training mode over `groups` interleaved batches (1: the batch), each with its
+        own statistics, folded into the running ones in group order."""
         x32 = x.astype(jnp.float32).reshape((-1, groups) + x.shape[1:])
         axes = (0,) + tuple(range(2, x32.ndim - 1))  # all but the group and the channel
         moments = jnp.stack([x32.mean(axes), jnp.square(x32).mean(axes)])  # (2, G, C)
