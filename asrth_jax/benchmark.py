@@ -6,6 +6,7 @@
     python -m asrth_jax.benchmark --config configs/vox.py --inference-only \
         --inference-batches 1,8 --dtype bfloat16 --out animate.json
     python -m asrth_jax.benchmark --matmul-only [--matmul-size 8192] --out matmul.json
+    python -m asrth_jax.benchmark --kernel-cost [--kernel-count 400]
 
 Reports compile time, steady-state train step time, pairs/s, inference frames/s
 (source encoded once, then keypoints + pose + generator per driving frame), compiled
@@ -19,6 +20,11 @@ each train-step compile, the timed steps, each inference batch, the end. Its `ph
 key says how far the run got, so a run cut off by a timeout still leaves what it
 measured. `--matmul-only` times a chain of square matmuls instead: the rate this
 device reaches in practice, the ceiling beside the datasheet's `PEAK_FLOPS`.
+
+Compile time follows a program's distinct kernels (XLA compiles identical ones once):
+every train compile reports `train_kernels` (`asrth_jax.kernel_census`: kernels,
+distinct kernels, and both by part of the model), and `--kernel-cost` measures what a
+distinct kernel costs to compile on this device against an identical one.
 
 The perceptual trunk is randomly initialised unless `--perceptual-weights config` is
 given: its weights change no timing, and this way the benchmark needs neither
@@ -44,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from asrth_jax import cli_args, compile_cache, errors, inference, memory_fit
+from asrth_jax import cli_args, compile_cache, errors, inference, kernel_census, memory_fit
 from asrth_jax.config_lib import ConfigError, load_config_file
 from asrth_jax.models import adasr, vgg
 from asrth_jax.profile_summary import format_summary, summarize_trace
@@ -248,6 +254,7 @@ def benchmark_train(config, batch: int, steps: int, *, random_perceptual: bool =
         timings.update(train_lower_s=lowered_at - start,
                        train_compile_s=time.perf_counter() - lowered_at)
         plan = memory_fit.memory_plan(compiled)
+        timings["train_kernels"] = kernel_census.census(compiled.as_text())
         # Every compile is kept: the search for the largest batch compiles several.
         compiles.append({"batch": global_batch, "lower_s": timings["train_lower_s"],
                          "compile_s": timings["train_compile_s"],
@@ -365,6 +372,38 @@ def matmul_rate(size: int = 8192, dtype: str = "bfloat16", chain: int = 8,
             "device": device.device_kind, "backend": jax.default_backend()}
 
 
+def kernel_cost(count: int = 400) -> dict[str, Any]:
+    """Compile seconds of one program of `count` small elementwise kernels that are all
+    identical (one shape) against one whose kernels all differ (one shape each), and
+    what one distinct kernel adds: the cost model behind `train_kernels`. Uncached."""
+    def chains(xs):
+        return [jnp.tanh(x * 1.5 + 0.2) * jnp.sqrt(jnp.abs(x) + 1.0) for x in xs]
+
+    shapes = {"identical": [(64, 64)] * count,
+              "distinct": [(64, 64 + i) for i in range(count)]}
+    result: dict[str, Any] = {"kernel_count": count, "backend": jax.default_backend()}
+    cached = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        for label, each in shapes.items():
+            lowered = jax.jit(chains).lower([jax.ShapeDtypeStruct(s, jnp.float32)
+                                             for s in each])
+            start = time.perf_counter()
+            compiled = lowered.compile()
+            result[f"kernel_cost_{label}_compile_s"] = time.perf_counter() - start
+            counted = kernel_census.census(compiled.as_text())
+            result[f"kernel_cost_{label}_kernels"] = counted["kernels"]
+            result[f"kernel_cost_{label}_distinct"] = counted["distinct"]
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cached)
+    extra = (result["kernel_cost_distinct_distinct"]
+             - result["kernel_cost_identical_distinct"])
+    result["kernel_cost_per_distinct_s"] = (
+        (result["kernel_cost_distinct_compile_s"] - result["kernel_cost_identical_compile_s"])
+        / extra if extra > 0 else None)
+    return result
+
+
 def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: bool = False,
         *, random_perceptual: bool = True, compile_only: bool = False,
         skip_inference: bool = False, profile_dir: str | None = None,
@@ -424,7 +463,8 @@ def run(config, batch: int, dtype: str, remat: bool, steps: int, skip_train: boo
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = cli_args.OneLineParser(prog="python -m asrth_jax.benchmark")
-    parser.add_argument("--config", default=None, help="required unless --matmul-only")
+    parser.add_argument("--config", default=None,
+                        help="required unless --matmul-only or --kernel-cost")
     parser.add_argument("--batch", type=cli_args.non_negative_int, default=None,
                         help="global batch (default: the config's; 0: the largest that "
                         "XLA's memory plan fits on the device)")
@@ -445,6 +485,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="only time a chain of square matmuls in --matmul-dtype: the "
                         "device's practical FLOP/s ceiling")
     parser.add_argument("--matmul-size", type=cli_args.positive_int, default=8192)
+    parser.add_argument("--kernel-cost", action="store_true",
+                        help="only measure what compiling one distinct kernel costs here, "
+                        "against identical ones (what train_kernels' counts cost)")
+    parser.add_argument("--kernel-count", type=cli_args.positive_int, default=400,
+                        help="kernels in each of --kernel-cost's two programs")
     parser.add_argument("--matmul-dtype", choices=("float32", "bfloat16"), default="bfloat16")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="trace 3 train steps into DIR and summarise device time")
@@ -463,12 +508,16 @@ def _batch_list(text: str) -> tuple[int, ...]:
 
 def _check_args(args: argparse.Namespace) -> None:
     """Refuses bad flag combinations and output paths before anything is built."""
-    if args.matmul_only:
-        if args.config or args.inference_only or args.compile_only or args.profile:
-            raise BenchmarkError("--matmul-only runs alone; drop --config, --inference-only, "
-                                 "--compile-only and --profile")
+    alone = [flag for flag, on in (("--matmul-only", args.matmul_only),
+                                   ("--kernel-cost", args.kernel_cost)) if on]
+    if alone:
+        if len(alone) > 1 or args.config or args.inference_only or args.compile_only \
+                or args.profile:
+            raise BenchmarkError(f"{alone[0]} runs alone; drop --config, --inference-only, "
+                                 "--compile-only, --profile and the other of --matmul-only "
+                                 "and --kernel-cost")
     elif not args.config:
-        raise BenchmarkError("--config is required (or --matmul-only)")
+        raise BenchmarkError("--config is required (or --matmul-only, or --kernel-cost)")
     if args.inference_only and args.skip_inference:
         raise BenchmarkError("--inference-only and --skip-inference together leave nothing "
                              "to run")
@@ -507,13 +556,23 @@ def earlier_plan(path: str | None) -> tuple[dict[str, int], int] | None:
 
 def _print(result: dict[str, Any]) -> None:
     for key, value in result.items():
-        if key in ("train_profile", "train_compiles", "inference_by_batch"):
+        if key in ("train_profile", "train_compiles", "inference_by_batch", "train_kernels"):
             continue
         shown = f"{value:.4g}" if isinstance(value, float) else value
         print(f"{key:>28}: {shown}")
+    if "train_kernels" in result:
+        print(format_census(result["train_kernels"]))
     if "train_profile" in result:
         print(format_summary(result["train_profile"]))
     print(json.dumps(result))
+
+
+def format_census(census: dict[str, Any]) -> str:
+    """The train step's kernel census as a small table, parts by distinct kernels."""
+    lines = [f"{'train step kernels':>28}: {census['kernels']} ({census['distinct']} distinct)"]
+    lines += [f"{part:>28}: {v['distinct']:>5} distinct of {v['kernels']}"
+              for part, v in census["by_part"].items()]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,6 +592,12 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"{args.matmul_size}x{args.matmul_size} {args.matmul_dtype} matmuls")
         result = {**matmul_rate(args.matmul_size, args.matmul_dtype, repeats=args.steps),
                   **xla_flag_settings(), "phase": "done"}
+        save("done", result)
+        _print(result)
+        return 0
+    if args.kernel_cost:
+        progress(f"{args.kernel_count} identical kernels, then {args.kernel_count} distinct")
+        result = {**kernel_cost(args.kernel_count), **xla_flag_settings(), "phase": "done"}
         save("done", result)
         _print(result)
         return 0

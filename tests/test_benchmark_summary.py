@@ -133,6 +133,10 @@ class _FakeCompiled:
     def cost_analysis(self):
         return {"flops": 1.0}
 
+    def as_text(self):
+        return ("HloModule fake\n\nENTRY %main (p: f32[]) -> f32[] {\n"
+                "  ROOT %p = f32[] parameter(0)\n}\n")
+
 
 class _FakeTrainer:
     def __init__(self, config, mesh, frozen):

@@ -63,6 +63,9 @@ def test_second_benchmark_compiles_from_the_cache(tmp_path):
     assert second["compile_cache_hits"] == first["xla_programs"] == second["xla_programs"]
     assert second["xla_compile_s"] <= 0.1 * first["xla_compile_s"]
     assert second["train_compile_s"] < first["train_compile_s"]
+    # The census reads a program loaded from the cache as it reads a fresh one.
+    assert second["train_kernels"] == first["train_kernels"]
+    assert 0 < first["train_kernels"]["distinct"] < first["train_kernels"]["kernels"]
     uncached = run("--no-compile-cache")
     assert uncached["compile_cache_hits"] == 0
     assert uncached["xla_compile_s"] > 0.5 * first["xla_compile_s"]
