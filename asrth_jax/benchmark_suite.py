@@ -179,8 +179,8 @@ def _cell(value: Any, scale: float = 1.0, digits: int = 3) -> str:
 def table(summary: dict[str, Any]) -> str:
     """One row per case: status, wall time and the figures that answer the issue."""
     rows = ["case | status | wall s/budget | phase | batch | first step s (since start) | "
-            "step s | pairs/s | MFU sheet/practical | peak GiB | first frame s | frames/s "
-            "by batch"]
+            "compile s (distinct kernels) | step s | pairs/s | MFU sheet/practical | peak GiB | "
+            "first frame s | frames/s by batch"]
     derived = summary.get("derived", {})
     for name, entry in summary["cases"].items():
         result = entry.get("result") or {}
@@ -199,6 +199,8 @@ def table(summary: dict[str, Any]) -> str:
             str(entry.get("phase") or "-"), _cell(result.get("batch")),
             f"{_cell(result.get('train_first_step_s'))} "
             f"({_cell(result.get('train_first_step_since_process_start_s'))})",
+            f"{_cell(result.get('train_compile_s'))} "
+            f"({_cell((result.get('train_kernels') or {}).get('distinct'))})",
             _cell(result.get("train_step_s")), _cell(result.get("train_pairs_per_s")),
             f"{_cell(mfu.get('mfu_datasheet'))}/{_cell(mfu.get('mfu_practical'))}",
             _cell(float(peak) if peak else None, 2 ** -30),

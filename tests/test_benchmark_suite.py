@@ -60,6 +60,7 @@ def test_summary_reads_mfu_against_both_ceilings_and_ours_against_the_reference(
     _write(tmp_path / "vox_b32.json", {
         "phase": "done", "batch": 32, "num_devices": 1, "peak_flops_per_device": 1000.0,
         "train_flops_per_step": 400.0, "train_step_s": 2.0, "train_first_step_s": 50.0,
+        "train_compile_s": 40.0, "train_kernels": {"kernels": 9000, "distinct": 3000},
         "peak_memory_bytes": 2 ** 31})
     _write(tmp_path / "animate_256_bf16.json", {
         "phase": "done", "config_image_size": 256, "dtype": "bfloat16",
@@ -81,7 +82,8 @@ def test_summary_reads_mfu_against_both_ceilings_and_ours_against_the_reference(
     assert summary["derived"]["animate_256_bf16"]["inference_batch_1"] == {
         "flops_per_s": 100.0, "mfu_datasheet": 0.1, "mfu_practical": 0.2}
     table = suite.table(summary)
-    assert "vox_b32 | ok | 10/100 | done | 32 | 50 (-) | 2 | - | 0.2/0.4 | 2 |" in table
+    assert "vox_b32 | ok | 10/100 | done | 32 | 50 (-) | 40 (3000) | 2 | - | 0.2/0.4 | 2 |" \
+        in table
     assert "ours/reference 256_bfloat16_b1: 2.50x (10 vs 4 frames/s)" in table
     assert "5e-10 TFLOP/s" in table
 
