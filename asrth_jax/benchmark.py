@@ -569,7 +569,8 @@ def _print(result: dict[str, Any]) -> None:
 
 def format_census(census: dict[str, Any]) -> str:
     """The train step's kernel census as a small table, parts by distinct kernels."""
-    lines = [f"{'train step kernels':>28}: {census['kernels']} ({census['distinct']} distinct)"]
+    lines = [f"{'train step kernels':>28}: {census['kernels']} ({census['distinct']} distinct, "
+             f"{census['distinct_conv_dot']} with a convolution or matmul)"]
     lines += [f"{part:>28}: {v['distinct']:>5} distinct of {v['kernels']}"
               for part, v in census["by_part"].items()]
     return "\n".join(lines)

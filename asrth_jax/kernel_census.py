@@ -39,6 +39,9 @@ _CONTROL_FLOW = re.compile(
 _METADATA = re.compile(r", metadata=\{[^}]*\}")
 _NAME = re.compile(r"%[\w.\-]+")
 _STACK_FRAME = re.compile(r"stack_frame_id=(\d+)")
+# A convolution or matmul, bare, fused, or as a library call: what XLA:GPU autotunes.
+_CONV_DOT = re.compile(r" (?:convolution|dot)\(|custom_call_target=\"[^\"]*(?:conv|gemm|matmul)",
+                       re.I)
 
 
 def _table(text: str, title: str) -> dict[int, str]:
@@ -94,7 +97,9 @@ def _normalised(line: str) -> str:
 def census(hlo_text: str) -> dict[str, Any]:
     """Kernels of a compiled program's text (`compiled.as_text()`): `kernels` (every
     instruction that generates one, control-flow bodies included), `distinct` (identical
-    ones counted once) and `by_part` (each part's kernels and its own distinct ones)."""
+    ones counted once), `distinct_conv_dot` (the distinct ones with a convolution or
+    matmul in them: on a GPU, each is autotuned) and `by_part` (each part's kernels and
+    its own distinct ones)."""
     computations = {name: body for name, body in _COMPUTATION.findall(hlo_text)}
     entry = re.search(r"^ENTRY (%[\w.\-]+)", hlo_text, re.M)
     if entry is None:
@@ -110,7 +115,7 @@ def census(hlo_text: str) -> dict[str, Any]:
                          for nested in _CALLED.findall(body))
         return "\n".join(parts)
 
-    kernels, distinct = 0, set()
+    kernels, distinct, conv_dot = 0, set(), set()
     by_part: dict[str, dict[str, Any]] = collections.defaultdict(
         lambda: {"kernels": 0, "distinct": set()})
     pending, walked = [entry.group(1)], set()
@@ -133,9 +138,11 @@ def census(hlo_text: str) -> dict[str, Any]:
             part = part_of(stacks.files_of(int(frame.group(1))) if frame else ())
             kernels += 1
             distinct.add(key)
+            if _CONV_DOT.search(key):
+                conv_dot.add(key)
             by_part[part]["kernels"] += 1
             by_part[part]["distinct"].add(key)
     ordered = sorted(by_part.items(), key=lambda kv: -len(kv[1]["distinct"]))
-    return {"kernels": kernels, "distinct": len(distinct),
+    return {"kernels": kernels, "distinct": len(distinct), "distinct_conv_dot": len(conv_dot),
             "by_part": {part: {"kernels": v["kernels"], "distinct": len(v["distinct"])}
                         for part, v in ordered}}

@@ -22,9 +22,23 @@ def test_identical_kernels_count_once_and_distinct_shapes_each():
     same = [jax.ShapeDtypeStruct((8, 8), jnp.float32)] * 6
     differ = [jax.ShapeDtypeStruct((8, 8 + i), jnp.float32) for i in range(6)]
     assert kernel_census.census(_compiled_text(_chains, same)) == {
-        "kernels": 6, "distinct": 1, "by_part": {"unattributed": {"kernels": 6, "distinct": 1}}}
+        "kernels": 6, "distinct": 1, "distinct_conv_dot": 0,
+        "by_part": {"unattributed": {"kernels": 6, "distinct": 1}}}
     counted = kernel_census.census(_compiled_text(_chains, differ))
     assert (counted["kernels"], counted["distinct"]) == (6, 6)
+
+
+def test_convolutions_and_matmuls_are_counted_apart():
+    def net(x, w, m):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.tanh(y).reshape(2, -1) @ m, jnp.tanh(x)
+
+    spec = jax.ShapeDtypeStruct
+    counted = kernel_census.census(_compiled_text(
+        net, spec((2, 8, 8, 3), jnp.float32), spec((3, 3, 3, 4), jnp.float32),
+        spec((256, 5), jnp.float32)))
+    assert counted["distinct_conv_dot"] == 2 < counted["distinct"]
 
 
 def test_kernels_inside_a_loop_body_are_counted():
