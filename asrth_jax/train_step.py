@@ -202,14 +202,12 @@ def equivariance_transforms(loss: ml_collections.ConfigDict, key: jax.Array, loc
     return params._replace(theta=rows(params.theta), control_params=rows(params.control_params))
 
 
-def _equivariance_term(defs: StepDefs, out: dict[str, Any], params: TransformParams | None,
-                       he_transformed: dict[str, jax.Array] | None,
-                       terms: dict[str, jax.Array]) -> None:
-    cfg = defs.config.loss
-    if not cfg.equivariance_value:
-        return
+def _equivariance_term(defs: StepDefs, out: dict[str, Any], params: TransformParams,
+                       he_transformed: dict[str, jax.Array]) -> jax.Array:
+    """The weighted equivariance term: the driving keypoints against those of the warped
+    driving frames, mapped back through the warp."""
     kp_transformed = transform_keypoints(out["kp_canonical"], he_transformed)
-    terms["equivariance_value"] = cfg.equivariance_value * losses.equivariance_value_loss(
+    return defs.config.loss.equivariance_value * losses.equivariance_value_loss(
         out["kp_driving"], kp_transformed, params)
 
 
@@ -297,8 +295,8 @@ def generator_loss(gen_params: nnx.State, state: TrainState, batch: Batch,
     terms: dict[str, jax.Array] = {}
     _reconstruction_terms(defs, frozen, prediction, driving, terms)
     _adversarial_terms(defs, disc, prediction, driving, terms)
-    _equivariance_term(defs, out, transform,
-                       poses[-1] if transform is not None else None, terms)
+    if transform is not None:  # equivariance_value is on
+        terms["equivariance_value"] = _equivariance_term(defs, out, transform, poses[-1])
     _keypoint_and_motion_terms(defs, frozen, out, batch, driving, terms)
     total = sum(terms.values())
     new_gen_rest = nnx.state(gen, nnx.Not(nnx.Param))
